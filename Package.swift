@@ -1,0 +1,59 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layers, each a target depending only on the one below:
+// CURing (C shim over liburing) -> UringRing (one io_uring) ->
+// UringRuntime (event loop executor, sockets, buffers) -> UringStreams (asyncio streams API).
+let strictSwift: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    // Bytes.span returns a Span whose lifetime is tied to the Bytes (@_lifetime).
+    .enableExperimentalFeature("Lifetimes"),
+]
+
+let package = Package(
+    name: "UringStreams",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "UringStreams", targets: ["UringStreams"]),
+        .executable(name: "tcp-echo-client", targets: ["tcp-echo-client"]),
+        .executable(name: "tcp-echo-server", targets: ["tcp-echo-server"]),
+        .executable(name: "http-headers", targets: ["http-headers"]),
+        .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
+        .executable(name: "loopback-bench", targets: ["loopback-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        .target(
+            name: "CURing",
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(name: "UringRing", dependencies: ["CURing"], swiftSettings: strictSwift),
+        .target(name: "UringRuntime", dependencies: ["UringRing"], swiftSettings: strictSwift),
+        .target(name: "UringStreams", dependencies: ["UringRuntime"], swiftSettings: strictSwift),
+        .executableTarget(
+            name: "tcp-echo-client",
+            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Examples/tcp-echo-client", swiftSettings: strictSwift),
+        .executableTarget(
+            name: "tcp-echo-server",
+            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Examples/tcp-echo-server", swiftSettings: strictSwift),
+        .executableTarget(
+            name: "http-headers",
+            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Examples/http-headers", swiftSettings: strictSwift),
+        .executableTarget(
+            name: "socketpair-wait",
+            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Examples/socketpair-wait", swiftSettings: strictSwift),
+        .executableTarget(
+            name: "loopback-bench",
+            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Examples/loopback-bench", swiftSettings: strictSwift),
+        .testTarget(name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
+        .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
+    ]
+)

@@ -1,0 +1,75 @@
+#include "CURing.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/eventfd.h>
+#include <pthread.h>
+
+unsigned curing_reap(struct io_uring *ring, curing_cqe *out, unsigned max) {
+    unsigned head;
+    unsigned count = 0;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(ring, head, cqe) {
+        if (count == max) break;
+        out[count].user_data = cqe->user_data;
+        out[count].res = cqe->res;
+        out[count].flags = cqe->flags;
+        count++;
+    }
+    if (count) io_uring_cq_advance(ring, count);
+    return count;
+}
+
+struct io_uring_buf_ring *curing_setup_buf_ring(struct io_uring *ring, unsigned entries, int bgid,
+                                                unsigned flags, int *err) {
+    size_t size = (size_t)entries * sizeof(struct io_uring_buf);
+    // mmap gives page alignment, which the kernel requires for the ring.
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        return NULL;
+    }
+    struct io_uring_buf_ring *br = mem;
+    io_uring_buf_ring_init(br);
+
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)mem;
+    reg.ring_entries = entries;
+    reg.bgid = (uint16_t)bgid;
+    // liburing 2.3's io_uring_register_buf_ring passes flags through unchanged; the field is `flags`
+    // in the kernel's struct (u16 after bgid). Older headers call it pad; write it by offset.
+    uint16_t *flags_field = (uint16_t *)((char *)&reg + offsetof(struct io_uring_buf_reg, bgid) + 2);
+    *flags_field = (uint16_t)flags;
+    int ret = io_uring_register_buf_ring(ring, &reg, 0);
+    if (ret) {
+        munmap(mem, size);
+        *err = ret;
+        return NULL;
+    }
+    *err = 0;
+    return br;
+}
+
+int curing_free_buf_ring(struct io_uring *ring, struct io_uring_buf_ring *br, unsigned entries, int bgid) {
+    int ret = io_uring_unregister_buf_ring(ring, bgid);
+    munmap(br, (size_t)entries * sizeof(struct io_uring_buf));
+    return ret;
+}
+
+unsigned curing_sq_flags(const struct io_uring *ring) {
+    return IO_URING_READ_ONCE(*ring->sq.kflags);
+}
+
+static __thread void *current_loop;
+
+void *curing_current_loop(void) { return current_loop; }
+void curing_set_current_loop(void *loop) { current_loop = loop; }
+
+int curing_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
+
+void curing_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+int curing_errno(void) { return errno; }

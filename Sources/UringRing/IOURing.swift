@@ -1,0 +1,190 @@
+internal import CURing
+import Glibc
+
+/// The real ring: one `io_uring` owned by one thread.
+///
+/// Created with `SINGLE_ISSUER | DEFER_TASKRUN` (completion work runs only when this thread asks for
+/// events, so no interrupts between loop turns), falling back to `COOP_TASKRUN` and then to plain
+/// flags on kernels that reject them with `EINVAL`.
+public final class IOURing: RingBackend {
+    private let ring: UnsafeMutablePointer<io_uring>
+    public private(set) var counters = RingCounters()
+    public private(set) var pendingSubmissions = 0
+    /// The setup flags the kernel accepted.
+    public let setupFlags: UInt32
+
+    /// Opcodes the runtime cannot work without.
+    static let requiredOpcodes: [(UInt8, String)] = [
+        (UInt8(IORING_OP_RECV.rawValue), "RECV"), (UInt8(IORING_OP_SENDMSG.rawValue), "SENDMSG"),
+        (UInt8(IORING_OP_ACCEPT.rawValue), "ACCEPT"), (UInt8(IORING_OP_CONNECT.rawValue), "CONNECT"),
+        (UInt8(IORING_OP_READ.rawValue), "READ"), (UInt8(IORING_OP_TIMEOUT.rawValue), "TIMEOUT"),
+        (UInt8(IORING_OP_ASYNC_CANCEL.rawValue), "ASYNC_CANCEL"),
+        (UInt8(IORING_OP_SHUTDOWN.rawValue), "SHUTDOWN"), (UInt8(IORING_OP_CLOSE.rawValue), "CLOSE"),
+    ]
+
+    /// Creates a ring with room for `entries` submissions.
+    /// - Throws: ``RingError/unavailable(reason:)`` naming the cause and the fix when io_uring is off
+    ///   (no kernel support, the `io_uring_disabled` sysctl, seccomp) or lacks a needed opcode.
+    public init(entries: UInt32 = 256) throws(RingError) {
+        ring = .allocate(capacity: 1)
+        let preferred: [UInt32] = [
+            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+            IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+            0,
+        ]
+        var accepted: UInt32? = nil
+        var lastError: Int32 = 0
+        for flags in preferred {
+            var params = io_uring_params()
+            params.flags = flags | IORING_SETUP_CQSIZE
+            params.cq_entries = entries * 8  // multishot receives post many completions per submission
+            let result = io_uring_queue_init_params(entries, ring, &params)
+            if result == 0 {
+                accepted = flags
+                break
+            }
+            lastError = -result
+            if lastError != EINVAL { break }
+        }
+        guard let flags = accepted else {
+            ring.deallocate()
+            throw RingError.setupFailure(errno: lastError)
+        }
+        setupFlags = flags
+        do {
+            try Self.checkOpcodes(ring)
+        } catch {
+            io_uring_queue_exit(ring)
+            ring.deallocate()
+            throw error
+        }
+        // Registering the ring fd saves an fget/fput per io_uring_enter; failure only costs speed.
+        _ = io_uring_register_ring_fd(ring)
+    }
+
+    deinit {
+        io_uring_queue_exit(ring)
+        ring.deallocate()
+    }
+
+    private static func checkOpcodes(_ ring: UnsafeMutablePointer<io_uring>) throws(RingError) {
+        guard let probe = io_uring_get_probe_ring(ring) else {
+            throw .unavailable(reason: "io_uring_register(PROBE) failed: the kernel is older than 5.6. Use Linux 6.0+.")
+        }
+        defer { io_uring_free_probe(probe) }
+        let missing = requiredOpcodes.filter { io_uring_opcode_supported(probe, Int32($0.0)) == 0 }.map(\.1)
+        if !missing.isEmpty {
+            throw .unavailable(
+                reason: "io_uring lacks the opcodes \(missing.joined(separator: ", ")) on this kernel. "
+                    + "UringStreams needs Linux 6.0 or newer.")
+        }
+    }
+
+    @inline(__always)
+    private func nextEntry() -> UnsafeMutablePointer<io_uring_sqe> {
+        if let sqe = io_uring_get_sqe(ring) { return sqe }
+        // The submission queue is full: hand what is queued to the kernel and take a fresh slot.
+        flush()
+        return io_uring_get_sqe(ring)!
+    }
+
+    private func flush() {
+        let submitted = io_uring_submit(ring)
+        counters.enterCalls += 1
+        if submitted > 0 { counters.submissions += Int(submitted) }
+        pendingSubmissions = 0
+    }
+
+    public func prepare(_ submission: Submission, userData: UInt64) {
+        let sqe = nextEntry()
+        switch submission {
+        case .receiveMultishot(let fd, let group):
+            io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
+            sqe.pointee.flags |= UInt8(CURING_IOSQE_BUFFER_SELECT)
+            sqe.pointee.buf_group = group
+        case .receive(let fd, let buffer, let length):
+            io_uring_prep_recv(sqe, fd, buffer, length, 0)
+        case .sendMessage(let fd, let message, let flags):
+            io_uring_prep_sendmsg(sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
+        case .accept(let fd, let multishot):
+            if multishot {
+                io_uring_prep_multishot_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            } else {
+                io_uring_prep_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            }
+        case .connect(let fd, let address, let length):
+            io_uring_prep_connect(sqe, fd, address.assumingMemoryBound(to: sockaddr.self), length)
+        case .read(let fd, let buffer, let length):
+            io_uring_prep_read(sqe, fd, buffer, UInt32(length), 0)
+        case .timeout(let timespec):
+            io_uring_prep_timeout(sqe, timespec.assumingMemoryBound(to: __kernel_timespec.self), 0, 0)
+        case .cancel(let target):
+            io_uring_prep_cancel64(sqe, target, 0)
+        case .cancelAll(let fd):
+            io_uring_prep_cancel_fd(sqe, fd, UInt32(IORING_ASYNC_CANCEL_ALL))
+        case .shutdown(let fd, let how):
+            io_uring_prep_shutdown(sqe, fd, how)
+        case .close(let fd):
+            io_uring_prep_close(sqe, fd)
+        case .nop:
+            io_uring_prep_nop(sqe)
+        }
+        io_uring_sqe_set_data64(sqe, userData)
+        pendingSubmissions += 1
+    }
+
+    public func submit(waitingFor minimumCompletions: Int) throws(RingError) {
+        let queued = pendingSubmissions
+        pendingSubmissions = 0
+        while true {
+            // With DEFER_TASKRUN completions are produced only inside io_uring_enter(GETEVENTS), so a
+            // non-waiting turn still has to ask for events.
+            let result =
+                minimumCompletions > 0
+                ? io_uring_submit_and_wait(ring, UInt32(minimumCompletions))
+                : io_uring_submit_and_get_events(ring)
+            counters.enterCalls += 1
+            if result >= 0 {
+                counters.submissions += queued
+                return
+            }
+            switch -result {
+            case EINTR, ETIME:
+                counters.submissions += queued
+                return
+            case EAGAIN, EBUSY:
+                // The CQ ring is full: the caller reaps and calls again.
+                return
+            default:
+                throw .system(errno: -result, operation: "io_uring_enter")
+            }
+        }
+    }
+
+    public func reap(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
+        let count = buffer.withMemoryRebound(to: curing_cqe.self) { cqes in
+            Int(curing_reap(ring, cqes.baseAddress!, UInt32(cqes.count)))
+        }
+        counters.completions += count
+        return count
+    }
+
+    public func registerBufferRing(entries: Int, group: UInt16) throws(RingError) -> ProvidedBufferRingMemory {
+        var error: Int32 = 0
+        guard let memory = curing_setup_buf_ring(ring, UInt32(entries), Int32(group), 0, &error) else {
+            if -error == EINVAL || -error == ENOENT {
+                throw .unavailable(
+                    reason: "the kernel does not support provided-buffer rings (added in Linux 5.19); "
+                        + "UringStreams needs Linux 6.0 or newer.")
+            }
+            throw .system(errno: -error, operation: "io_uring_register(PBUF_RING)")
+        }
+        return ProvidedBufferRingMemory(base: UnsafeMutableRawPointer(memory), entries: entries, group: group)
+    }
+
+    public func unregisterBufferRing(_ memory: ProvidedBufferRingMemory) {
+        _ = curing_free_buf_ring(
+            ring, memory.base.assumingMemoryBound(to: io_uring_buf_ring.self), UInt32(memory.entries),
+            Int32(memory.group))
+    }
+}

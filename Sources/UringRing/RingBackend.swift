@@ -1,0 +1,33 @@
+/// The seam between the event loop and io_uring.
+///
+/// The event loop talks only to this protocol, so tests can drive everything above the ring with
+/// scripted completions and injected faults (short sends, resets, cancellations, ENOBUFS), the way
+/// SwiftNIO's "syscall abstraction layer" tests drive its selector. ``IOURing`` is the real one.
+///
+/// A backend is used from one thread only: the thread of the event loop that created it.
+public protocol RingBackend: AnyObject {
+    /// Queues one operation; it reaches the kernel at the next ``submit(waitingFor:)``.
+    func prepare(_ submission: Submission, userData: UInt64)
+    /// Submits what is queued and waits until at least `minimumCompletions` completions are ready.
+    /// Returns early with `EINTR` swallowed; throws only for errors the loop cannot recover from.
+    func submit(waitingFor minimumCompletions: Int) throws(RingError)
+    /// Copies ready completions into `buffer`, returning how many.
+    func reap(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int
+    /// Registers a provided-buffer ring of `entries` slots (a power of two) for `group`;
+    /// returns the ring memory the caller fills with `addBuffer`.
+    func registerBufferRing(entries: Int, group: UInt16) throws(RingError) -> ProvidedBufferRingMemory
+    /// Unregisters a ring made by ``registerBufferRing(entries:group:)``.
+    func unregisterBufferRing(_ memory: ProvidedBufferRingMemory)
+    /// Operations queued but not yet submitted.
+    var pendingSubmissions: Int { get }
+    /// Counters of ring traffic since creation.
+    var counters: RingCounters { get }
+}
+
+/// Ring traffic counted where it happens.
+public struct RingCounters: Sendable, Equatable {
+    public var submissions = 0
+    public var enterCalls = 0
+    public var completions = 0
+    public init() {}
+}

@@ -1,0 +1,322 @@
+import Glibc
+import Synchronization
+import UringRing
+
+/// One thread, one io_uring: runs tasks and resumes them from completions without thread hops.
+///
+/// `EventLoop` is a `SerialExecutor` and a `TaskExecutor`. A task that prefers it
+/// (`Task(executorPreference: loop)`, `withTaskExecutorPreference(loop)`) runs on the loop's thread,
+/// and an operation that task awaits is resumed from its completion on that same thread.
+///
+/// Jobs enqueued on the loop thread go to a plain queue. Jobs from other threads go to a locked
+/// inbox, which wakes the loop (a completed eventfd read) only when the loop sleeps.
+///
+/// Corresponds to asyncio's event loop; `EventLoop.run` is `asyncio.run`.
+public final class EventLoop: @unchecked Sendable {
+    // Sendable: all mutable state below the inbox is touched only on the loop's own thread (the
+    // thread that created the ring, which SINGLE_ISSUER also enforces); other threads reach the loop
+    // only through `inbox` (a Mutex) and `publishedStatistics` (a Mutex).
+
+    struct Inbox {
+        var work: [LoopWork] = []
+        var sleeping = false
+    }
+
+    private let inbox = Mutex(Inbox())
+    private let publishedStatistics = Mutex(Statistics())
+    private let stopRequested = Atomic<Bool>(false)
+    // Copies can happen on any thread (a foreign task writing an array, a reader joining chunks).
+    private let copiedOnSend = Atomic<Int>(0)
+    private let copiedOnReceive = Atomic<Int>(0)
+
+    // Loop-thread state.
+    private(set) var ring: (any RingBackend)!
+    private(set) var bufferPool: ProvidedBufferPool!
+    private var local = WorkQueue()
+    private var drained: [LoopWork] = []
+    private var completions: UnsafeMutableBufferPointer<Completion>
+    private let wakeFD: Int32
+    private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    private var endOfTurn: [any EndOfTurnWork] = []
+    private var buffersWanted: [any EndOfTurnWork] = []
+    var counters = Statistics()
+    let configuration: Configuration
+    /// A stable, unique number for log and error text.
+    public let id: Int
+
+    /// Settings chosen when the loop starts.
+    public struct Configuration: Sendable {
+        /// Submission queue entries.
+        public var ringEntries: UInt32 = 256
+        /// Receive buffers in the loop's provided-buffer ring (a power of two).
+        public var receiveBufferCount = 256
+        /// Size of each receive buffer.
+        public var receiveBufferSize = 16 * 1024
+        public init() {}
+    }
+
+    typealias RingFactory = @Sendable () throws(RingError) -> any RingBackend
+
+    /// Creates the loop's state on the calling thread, which becomes the loop's thread.
+    init(id: Int, configuration: Configuration, makeRing: RingFactory) throws(StreamError) {
+        self.id = id
+        self.configuration = configuration
+        completions = .allocate(capacity: 128)
+        wakeFD = SystemSupport.makeEventFD()
+        guard wakeFD >= 0 else {
+            completions.deallocate()
+            throw StreamError.system(errno: errno, operation: "eventfd")
+        }
+        do {
+            ring = try makeRing()
+            bufferPool = try ProvidedBufferPool(
+                ring: ring, group: 0, bufferCount: configuration.receiveBufferCount,
+                bufferSize: configuration.receiveBufferSize)
+        } catch {
+            close(wakeFD)
+            completions.deallocate()
+            throw StreamError(error)
+        }
+        endOfTurn.reserveCapacity(64)
+        drained.reserveCapacity(64)
+    }
+
+    deinit {
+        completions.deallocate()
+        wakeBuffer.deallocate()
+    }
+
+    /// The loop running on the calling thread, or nil off-loop.
+    public static var current: EventLoop? {
+        guard let raw = CurrentLoopSlot.value else { return nil }
+        return Unmanaged<EventLoop>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Whether the calling thread is this loop's thread.
+    @inline(__always)
+    public var inEventLoop: Bool {
+        CurrentLoopSlot.value == Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// What this loop has done since it started (see ``Statistics``).
+    public var statistics: Statistics {
+        if inEventLoop { publishStatistics() }
+        return publishedStatistics.withLock { $0 }
+    }
+
+    private func publishStatistics() {
+        var snapshot = counters
+        let ringCounters = ring.counters
+        snapshot.submissions = ringCounters.submissions
+        snapshot.enterCalls = ringCounters.enterCalls
+        snapshot.completions = ringCounters.completions
+        snapshot.bytesCopiedOnSend = copiedOnSend.load(ordering: .relaxed)
+        snapshot.bytesCopiedOnReceive = copiedOnReceive.load(ordering: .relaxed)
+        publishedStatistics.withLock { $0 = snapshot }
+    }
+
+    /// Counts bytes the runtime copied for a send (from any thread).
+    package func recordCopiedOnSend(_ count: Int) {
+        copiedOnSend.add(count, ordering: .relaxed)
+    }
+
+    /// Counts bytes the runtime copied between receive buffers and a read's result (from any thread).
+    package func recordCopiedOnReceive(_ count: Int) {
+        copiedOnReceive.add(count, ordering: .relaxed)
+    }
+
+    // MARK: Handing work to the loop
+
+    /// Runs `work` on the loop thread, after the work already handed over; from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        enqueue(.closure(work))
+    }
+
+    func enqueue(_ work: LoopWork) {
+        if inEventLoop {
+            local.append(work)
+            return
+        }
+        let wake = inbox.withLock { inbox -> Bool in
+            inbox.work.append(work)
+            guard inbox.sleeping else { return false }
+            inbox.sleeping = false
+            return true
+        }
+        if wake { wakeUp() }
+    }
+
+    private func wakeUp() {
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Asks the loop to leave its run loop after the work it has; from any thread.
+    func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        let wake = inbox.withLock { inbox -> Bool in
+            let wasSleeping = inbox.sleeping
+            inbox.sleeping = false
+            return wasSleeping
+        }
+        if wake { wakeUp() }
+    }
+
+    /// Runs `work` at the end of the current loop turn, once per registration (flushes coalesce).
+    func runAtEndOfTurn(_ work: any EndOfTurnWork) {
+        endOfTurn.append(work)
+    }
+
+    /// Calls `work` back once receive buffers are free again.
+    func waitForReceiveBuffers(_ work: any EndOfTurnWork) {
+        buffersWanted.append(work)
+    }
+
+    // MARK: Submitting
+
+    /// Queues `submission`; its completions go to `target` with `tag`. Returns the user data, which
+    /// names the operation for a later cancel. The loop keeps `target` alive until the last one.
+    @discardableResult
+    func submit(_ submission: Submission, target: CompletionTarget, tag: UInt64) -> UInt64 {
+        let address = UInt64(UInt(bitPattern: Unmanaged.passRetained(target).toOpaque()))
+        let userData = address | tag
+        ring.prepare(submission, userData: userData)
+        return userData
+    }
+
+    /// Queues `submission` whose completion nobody needs (a cancel request, a final close).
+    func submitIgnoringResult(_ submission: Submission) {
+        ring.prepare(submission, userData: ReservedUserData.ignored)
+    }
+
+    // MARK: Running
+
+    /// Runs turns until `isDone` is true after a turn, or the loop is asked to stop.
+    func runLoop(until isDone: () -> Bool) throws(StreamError) {
+        armWake()
+        while !isDone() && !stopRequested.load(ordering: .acquiring) {
+            try turn()
+        }
+        // Work already queued still runs: tasks finishing their last steps must not be dropped.
+        runQueuedWork()
+    }
+
+    private func armWake() {
+        ring.prepare(.read(fd: wakeFD, buffer: UnsafeMutableRawPointer(wakeBuffer), length: 8), userData: ReservedUserData.wake)
+    }
+
+    private func turn() throws(StreamError) {
+        runQueuedWork()
+        takeInbox()
+        runEndOfTurnWork()
+
+        var sleep = local.isEmpty && endOfTurn.isEmpty
+        if sleep {
+            if bufferPool.hasOutstanding, bufferPool.recycle() > 0 { resumeBufferWaiters() }
+            sleep = local.isEmpty && endOfTurn.isEmpty
+        }
+        if sleep {
+            publishStatistics()
+            sleep = inbox.withLock { inbox -> Bool in
+                guard inbox.work.isEmpty else { return false }
+                inbox.sleeping = true
+                return true
+            }
+        } else if bufferPool.available < bufferPool.bufferCount / 4 || !buffersWanted.isEmpty {
+            if bufferPool.recycle() > 0 { resumeBufferWaiters() }
+        }
+        do {
+            try ring.submit(waitingFor: sleep && !stopRequested.load(ordering: .relaxed) ? 1 : 0)
+        } catch {
+            throw StreamError(error)
+        }
+        if sleep { inbox.withLock { $0.sleeping = false } }
+        reapCompletions()
+    }
+
+    private func runQueuedWork() {
+        // Bounded so a task that keeps re-enqueueing itself cannot starve I/O.
+        var budget = 4096
+        while budget > 0, let work = local.popFirst() {
+            run(work)
+            budget -= 1
+        }
+    }
+
+    @inline(__always)
+    private func run(_ work: LoopWork) {
+        switch work {
+        case .job(let job):
+            job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+        case .closure(let closure):
+            closure()
+        }
+    }
+
+    private func takeInbox() {
+        inbox.withLock { inbox in
+            guard !inbox.work.isEmpty else { return }
+            swap(&inbox.work, &drained)
+        }
+        guard !drained.isEmpty else { return }
+        for work in drained { local.append(work) }
+        drained.removeAll(keepingCapacity: true)
+        runQueuedWork()
+    }
+
+    private func runEndOfTurnWork() {
+        while !endOfTurn.isEmpty {
+            let batch = endOfTurn
+            endOfTurn.removeAll(keepingCapacity: true)
+            for work in batch { work.endOfTurn() }
+        }
+    }
+
+    private func resumeBufferWaiters() {
+        guard !buffersWanted.isEmpty else { return }
+        let waiting = buffersWanted
+        buffersWanted.removeAll(keepingCapacity: true)
+        for work in waiting { work.endOfTurn() }
+    }
+
+    private func reapCompletions() {
+        while true {
+            let count = ring.reap(into: completions)
+            if count == 0 { return }
+            for i in 0..<count { dispatch(completions[i]) }
+            if count < completions.count { return }
+        }
+    }
+
+    @inline(__always)
+    private func dispatch(_ completion: Completion) {
+        switch completion.userData {
+        case ReservedUserData.ignored:
+            return
+        case ReservedUserData.wake:
+            armWake()
+        default:
+            let tag = completion.userData & ReservedUserData.tagMask
+            let address = UInt(completion.userData & ~ReservedUserData.tagMask)
+            let target = Unmanaged<CompletionTarget>.fromOpaque(UnsafeRawPointer(bitPattern: address)!)
+            if completion.hasMore {
+                target.takeUnretainedValue().complete(completion, tag: tag)
+            } else {
+                target.takeRetainedValue().complete(completion, tag: tag)
+            }
+        }
+    }
+
+    /// Tears down the ring; on the loop thread, after the last turn.
+    func shutDownRing() {
+        bufferPool.close(ring: ring)
+        bufferPool = nil
+        ring = nil
+        close(wakeFD)
+    }
+}
+
+/// Work a loop runs at the end of a turn, e.g. a connection's gathered send of what was written.
+protocol EndOfTurnWork: AnyObject {
+    func endOfTurn()
+}

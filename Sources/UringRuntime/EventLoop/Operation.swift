@@ -1,0 +1,74 @@
+import Glibc
+import UringRing
+
+/// A one-shot operation a task awaits: connect, accept, a timeout. Its completion resumes the task
+/// on the loop; task cancellation submits `IORING_OP_ASYNC_CANCEL` and the task still waits for the
+/// operation's own completion, so memory the operation uses outlives it.
+final class PendingOperation: CompletionTarget {
+    private var continuation: UnsafeContinuation<Int32, Never>?
+    private(set) var userData: UInt64 = 0
+    private var inFlight = false
+
+    package override func complete(_ completion: Completion, tag: UInt64) {
+        inFlight = false
+        continuation.take()?.resume(returning: completion.result)
+    }
+
+    func cancel(on loop: EventLoop) {
+        guard inFlight else { return }
+        loop.submitIgnoringResult(.cancel(target: userData))
+    }
+
+    fileprivate func start(_ submission: Submission, on loop: EventLoop, continuation: UnsafeContinuation<Int32, Never>) {
+        self.continuation = continuation
+        inFlight = true
+        userData = loop.submit(submission, target: self, tag: 0)
+    }
+}
+
+extension EventLoop {
+    /// Submits `submission` and waits for its completion; returns its result (a negative errno on
+    /// failure, `-ECANCELED` when the task was cancelled while it waited). On the loop thread only.
+    func perform(_ submission: Submission) async -> Int32 {
+        precondition(inEventLoop, "perform must run on its loop")
+        if Task.isCancelled { return -ECANCELED }
+        let operation = PendingOperation()
+        // Only touched on the loop: the cancel handler merely forwards it there.
+        let handle = UncheckedOperation(operation)
+        return await withTaskCancellationHandler {
+            await withUnsafeContinuation { continuation in
+                handle.operation.start(submission, on: self, continuation: continuation)
+            }
+        } onCancel: {
+            // Any thread: the cancel request itself must come from the loop thread (SINGLE_ISSUER).
+            self.execute { handle.operation.cancel(on: self) }
+        }
+    }
+
+    /// Suspends the calling task for `duration` on this loop's ring (`IORING_OP_TIMEOUT`).
+    ///
+    /// - Parameter duration: How long to wait.
+    /// - Throws: `CancellationError` when the task is cancelled first.
+    ///
+    /// Corresponds to asyncio `asyncio.sleep(delay)`; unlike `Task.sleep`, the task stays on the loop.
+    public func sleep(for duration: Duration) async throws {
+        if !inEventLoop {
+            try await withTaskExecutorPreference(self) { try await self.sleep(for: duration) }
+            return
+        }
+        let timespec = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+        defer { timespec.deallocate() }
+        let (seconds, attoseconds) = max(duration, .zero).components
+        timespec[0] = seconds
+        timespec[1] = attoseconds / 1_000_000_000
+        let result = await perform(.timeout(timespec: UnsafeMutableRawPointer(timespec)))
+        if result == -ECANCELED { throw CancellationError() }
+    }
+}
+
+/// Carries an operation into a `@Sendable` cancel handler.
+struct UncheckedOperation: @unchecked Sendable {
+    // Safe: the handler only forwards it to the loop thread, where all its state lives.
+    let operation: PendingOperation
+    init(_ operation: PendingOperation) { self.operation = operation }
+}

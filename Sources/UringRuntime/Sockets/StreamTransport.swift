@@ -1,0 +1,461 @@
+import Glibc
+import Synchronization
+import UringRing
+
+/// What a transport reports, on its loop's thread (asyncio's protocol callbacks).
+package protocol StreamTransportDelegate: AnyObject {
+    /// Bytes arrived (asyncio `data_received`).
+    func transport(_ transport: StreamTransport, received bytes: Bytes)
+    /// The peer will send no more (asyncio `eof_received`).
+    func transportReceivedEOF(_ transport: StreamTransport)
+    /// The socket is closed; `error` is nil for an orderly close (asyncio `connection_lost`).
+    func transport(_ transport: StreamTransport, connectionLost error: (any Error)?)
+}
+
+/// The object that owns a connected stream socket: it receives with a multishot receive from the
+/// loop's provided buffers, sends what is written as one gathered `sendmsg` per loop turn, applies
+/// write-buffer limits, and closes the descriptor only once no operation uses it any more.
+///
+/// Its synchronous members may be called from any thread; the I/O itself always happens on the
+/// loop thread. Corresponds to asyncio's socket transport (`writer.transport`).
+public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked Sendable {
+    // Sendable: `state` is a Mutex; every other mutable field is touched only on `loop`'s thread.
+
+    private struct State {
+        var queue = WriteQueue()
+        var buffered = 0
+        var high = 64 * 1024
+        var low = 16 * 1024
+        var closing = false
+        var aborting = false
+        var eofRequested = false
+        var droppedWrite = false
+        var flushScheduled = false
+        var sendInFlight = false
+        var readingPaused = false
+        var lost = false
+        var lostError: (any Error)?
+        var drainWaiters: [UnsafeContinuation<Void, any Error>] = []
+        var closeWaiters: [UnsafeContinuation<Void, Never>] = []
+    }
+
+    private enum Tag {
+        static let receive: UInt64 = 1
+        static let send: UInt64 = 2
+    }
+
+    /// The loop this connection lives on for its whole life.
+    public let loop: EventLoop
+    /// The socket descriptor (owned: closed by the transport).
+    public let fileDescriptor: Int32
+    /// The peer's address, captured when the connection was made.
+    public let peerAddress: SocketAddress?
+    /// The local address, captured when the connection was made.
+    public let localAddress: SocketAddress?
+    private let state = Mutex(State())
+
+    // Loop-thread state.
+    private var delegate: (any StreamTransportDelegate)?
+    private var receiveArmed = false
+    private var receiveUserData: UInt64 = 0
+    private var receiveCancelRequested = false
+    private var eofReceived = false
+    private var sendUserData: UInt64 = 0
+    private var closeStarted = false
+    private var descriptorClosed = false
+    private var shutdownSent = false
+    private let iovecs: UnsafeMutablePointer<iovec>
+    private let message: UnsafeMutablePointer<msghdr>
+    private static let iovecCapacity = 64
+
+    /// Takes ownership of a connected socket; on `loop`'s thread. Call ``start(delegate:)`` next.
+    package init(loop: EventLoop, fileDescriptor: Int32) {
+        self.loop = loop
+        self.fileDescriptor = fileDescriptor
+        peerAddress = SocketDescriptor.peerAddress(of: fileDescriptor)
+        localAddress = SocketDescriptor.localAddress(of: fileDescriptor)
+        iovecs = .allocate(capacity: Self.iovecCapacity)
+        message = .allocate(capacity: 1)
+        message.initialize(to: msghdr())
+    }
+
+    deinit {
+        iovecs.deallocate()
+        message.deallocate()
+        if !descriptorClosed { Glibc.close(fileDescriptor) }
+    }
+
+    /// Starts receiving, reporting to `delegate`; on the loop thread.
+    package func start(delegate: any StreamTransportDelegate) {
+        precondition(loop.inEventLoop)
+        self.delegate = delegate
+        armReceive()
+    }
+
+    // MARK: Writing
+
+    /// Queues `bytes` for sending without copying them. Never blocks; after `close()` or
+    /// `writeEOF()` the bytes are dropped and the next drain reports it.
+    public func write(_ bytes: Bytes) {
+        guard bytes.count > 0 else { return }
+        let schedule = state.withLock { state -> Bool in
+            guard !state.closing, !state.eofRequested, !state.lost else {
+                state.droppedWrite = true
+                return false
+            }
+            state.queue.append(bytes)
+            state.buffered += bytes.count
+            guard !state.flushScheduled, !state.sendInFlight else { return false }
+            state.flushScheduled = true
+            return true
+        }
+        if schedule { scheduleFlush() }
+    }
+
+    /// Queues a copy of `data` (the copy is counted in the loop's statistics).
+    package func write(copying data: some Collection<UInt8>) {
+        guard !data.isEmpty else { return }
+        let bytes = Bytes(data)
+        loop.recordCopiedOnSend(bytes.count)
+        write(bytes)
+    }
+
+    private func scheduleFlush() {
+        if loop.inEventLoop {
+            loop.runAtEndOfTurn(self)
+        } else {
+            loop.execute { self.flush() }
+        }
+    }
+
+    func endOfTurn() {
+        flush()
+    }
+
+    /// Sends what is queued (one gathered send), or finishes a close or write-EOF that waited for
+    /// the queue to empty; on the loop thread.
+    private func flush() {
+        guard !descriptorClosed else { return }
+        enum Next { case nothing, send(Int), shutdown, close }
+        let next = state.withLock { state -> Next in
+            state.flushScheduled = false
+            guard !state.sendInFlight else { return .nothing }
+            if state.queue.isEmpty {
+                if state.closing { return .close }
+                if state.eofRequested { return .shutdown }
+                return .nothing
+            }
+            let count = state.queue.fill(iovecs, capacity: Self.iovecCapacity)
+            state.sendInFlight = true
+            return .send(count)
+        }
+        switch next {
+        case .nothing:
+            return
+        case .send(let count):
+            message.pointee.msg_iov = iovecs
+            message.pointee.msg_iovlen = count
+            sendUserData = loop.submit(
+                .sendMessage(fd: fileDescriptor, message: UnsafeMutableRawPointer(message), flags: Int32(MSG_NOSIGNAL)),
+                target: self, tag: Tag.send)
+        case .shutdown:
+            if !shutdownSent {
+                shutdownSent = true
+                _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_WR))
+            }
+        case .close:
+            beginClose()
+        }
+    }
+
+    private func sendCompleted(_ result: Int32) {
+        if result < 0 {
+            state.withLock { $0.sendInFlight = false }
+            if result != -ECANCELED { fail(StreamError.from(errno: -result, operation: "sendmsg")) }
+            tryFinishClose()
+            return
+        }
+        loop.counters.bytesSent += Int(result)
+        let drained = state.withLock { state -> [UnsafeContinuation<Void, any Error>] in
+            state.sendInFlight = false
+            state.queue.consume(Int(result))
+            state.buffered -= Int(result)
+            guard state.buffered <= state.low, !state.drainWaiters.isEmpty else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        for waiter in drained { waiter.resume() }
+        flush()
+        tryFinishClose()
+    }
+
+    /// Half-closes the connection once what is queued has been sent (asyncio `write_eof`).
+    public func writeEOF() {
+        let schedule = state.withLock { state -> Bool in
+            guard !state.closing, !state.eofRequested else { return false }
+            state.eofRequested = true
+            guard !state.flushScheduled, !state.sendInFlight else { return false }
+            state.flushScheduled = true
+            return true
+        }
+        if schedule { scheduleFlush() }
+    }
+
+    /// Whether the transport supports ``writeEOF()`` (true for TCP and Unix stream sockets).
+    public var canWriteEOF: Bool { true }
+
+    /// Bytes written and not yet confirmed sent (asyncio `get_write_buffer_size`).
+    public var writeBufferSize: Int { state.withLock { $0.buffered } }
+
+    /// The write-buffer water marks (asyncio `get_write_buffer_limits`).
+    public var writeBufferLimits: (low: Int, high: Int) { state.withLock { ($0.low, $0.high) } }
+
+    /// Sets the write-buffer water marks: `drain()` waits while more than `high` bytes are queued,
+    /// until no more than `low` are.
+    ///
+    /// - Parameters:
+    ///   - high: Default 64 KiB, or 4 × `low` when only `low` is given.
+    ///   - low: Default `high / 4`.
+    ///
+    /// Corresponds to asyncio `transport.set_write_buffer_limits(high, low)`.
+    public func setWriteBufferLimits(high: Int? = nil, low: Int? = nil) {
+        let high = high ?? (low.map { 4 * $0 } ?? 64 * 1024)
+        let low = low ?? high / 4
+        precondition(high >= low && low >= 0, "high (\(high)) must be >= low (\(low)) must be >= 0")
+        let released = state.withLock { state -> [UnsafeContinuation<Void, any Error>] in
+            state.high = high
+            state.low = low
+            guard state.buffered <= low else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        for waiter in released { waiter.resume() }
+    }
+
+    /// Waits while the write buffer is above the high-water mark, until it is at or below the low one.
+    /// - Throws: the connection's error, or ``StreamError/connectionReset`` when it was lost.
+    package func waitForDrain() async throws {
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+            enum Outcome { case wait, ready, fail(any Error) }
+            let outcome = state.withLock { state -> Outcome in
+                if state.lost { return .fail(state.lostError ?? StreamError.connectionReset) }
+                guard state.buffered > state.high else { return .ready }
+                state.drainWaiters.append(continuation)
+                return .wait
+            }
+            switch outcome {
+            case .wait: break
+            case .ready: continuation.resume()
+            case .fail(let error): continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    /// Whether write data was dropped because it came after close() or writeEOF().
+    package var droppedWrites: Bool { state.withLock { $0.droppedWrite } }
+    /// Whether close() or abort() was called, or the connection failed.
+    package var closeRequested: Bool { state.withLock { $0.closing } }
+    /// The connection's error, once the connection failed.
+    package var connectionError: (any Error)? { state.withLock { $0.lostError } }
+    /// Whether the socket has been closed.
+    package var isLost: Bool { state.withLock { $0.lost } }
+
+    // MARK: Reading
+
+    /// Stops receiving until ``resumeReading()`` (asyncio `pause_reading`).
+    public func pauseReading() {
+        let changed = state.withLock { state -> Bool in
+            guard !state.readingPaused, !state.closing else { return false }
+            state.readingPaused = true
+            return true
+        }
+        if changed { onLoop { $0.stopReceiving() } }
+    }
+
+    /// Receives again after ``pauseReading()`` (asyncio `resume_reading`).
+    public func resumeReading() {
+        let changed = state.withLock { state -> Bool in
+            guard state.readingPaused, !state.closing else { return false }
+            state.readingPaused = false
+            return true
+        }
+        if changed { onLoop { $0.armReceive() } }
+    }
+
+    /// Whether the transport is receiving (asyncio `is_reading`).
+    public var isReading: Bool { state.withLock { !$0.readingPaused && !$0.closing } }
+
+    private func onLoop(_ work: @escaping @Sendable (StreamTransport) -> Void) {
+        if loop.inEventLoop {
+            work(self)
+        } else {
+            loop.execute { work(self) }
+        }
+    }
+
+    private func armReceive() {
+        guard !receiveArmed, !eofReceived, !closeStarted, !descriptorClosed else {
+            // A cancel is still on its way; re-arm when it lands.
+            if receiveArmed { receiveCancelRequested = false }
+            return
+        }
+        let paused = state.withLock { $0.readingPaused || $0.closing }
+        guard !paused else { return }
+        receiveArmed = true
+        receiveCancelRequested = false
+        receiveUserData = loop.submit(
+            .receiveMultishot(fd: fileDescriptor, bufferGroup: loop.bufferPool.group), target: self, tag: Tag.receive)
+    }
+
+    private func stopReceiving() {
+        guard receiveArmed, !receiveCancelRequested else { return }
+        receiveCancelRequested = true
+        loop.submitIgnoringResult(.cancel(target: receiveUserData))
+    }
+
+    private func receiveCompleted(_ completion: Completion) {
+        let result = completion.result
+        if !completion.hasMore { receiveArmed = false }
+        if result > 0, let id = completion.bufferID {
+            loop.counters.bytesReceived += Int(result)
+            let pool = loop.bufferPool!
+            if pool.available >= pool.bufferCount / 8 {
+                delegate?.transport(self, received: pool.take(id: id, count: Int(result)))
+            } else {
+                // Buffers are running out (readers holding many): copy so this one goes straight
+                // back and a slow reader cannot starve every other connection of the loop.
+                let bytes = Bytes(UnsafeRawBufferPointer(start: pool.address(of: id), count: Int(result)))
+                pool.giveBack(id: id)
+                loop.recordCopiedOnReceive(Int(result))
+                delegate?.transport(self, received: bytes)
+            }
+        } else if let id = completion.bufferID {
+            loop.bufferPool.giveBack(id: id)
+        }
+        if result == 0 {
+            eofReceived = true
+            delegate?.transportReceivedEOF(self)
+        } else if result == -ENOBUFS {
+            loop.counters.bufferExhaustions += 1
+            if !completion.hasMore { loop.waitForReceiveBuffers(ReceiveRearm(self)) }
+        } else if result < 0 && result != -ECANCELED {
+            fail(StreamError.from(errno: -result, operation: "recv"))
+        } else if !completion.hasMore && !receiveCancelRequested {
+            // The kernel ended the multishot receive on its own (e.g. a full CQ ring): keep reading.
+            rearmReceive()
+        } else if !completion.hasMore && receiveCancelRequested {
+            receiveCancelRequested = false
+            // Resumed while the cancel was in flight.
+            let wanted = state.withLock { !$0.readingPaused && !$0.closing }
+            if wanted { armReceive() }
+        }
+        if !completion.hasMore { tryFinishClose() }
+    }
+
+    fileprivate func rearmReceive() {
+        guard !receiveArmed, !eofReceived, !closeStarted else { return }
+        loop.counters.receiveRearms += 1
+        armReceive()
+    }
+
+    package override func complete(_ completion: Completion, tag: UInt64) {
+        switch tag {
+        case Tag.receive: receiveCompleted(completion)
+        case Tag.send: sendCompleted(completion.result)
+        default: preconditionFailure("unknown transport tag \(tag)")
+        }
+    }
+
+    // MARK: Closing
+
+    /// Closes the connection once what is queued has been sent (asyncio `close`).
+    public func close() {
+        let first = state.withLock { state -> Bool in
+            guard !state.closing else { return false }
+            state.closing = true
+            return true
+        }
+        guard first else { return }
+        onLoop { transport in
+            transport.stopReceiving()
+            transport.flush()
+        }
+    }
+
+    /// Closes the connection at once, dropping what is queued (asyncio `abort`).
+    public func abort() {
+        state.withLock { state in
+            state.closing = true
+            state.aborting = true
+            state.queue.removeAll()
+            state.buffered = 0
+        }
+        onLoop { $0.beginClose() }
+    }
+
+    /// Whether ``close()`` or ``abort()`` was called or the connection failed (asyncio `is_closing`).
+    public var isClosing: Bool { state.withLock { $0.closing } }
+
+    /// Waits until the socket is closed (asyncio `wait_closed` on the writer).
+    package func waitClosed() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                if state.lost { return true }
+                state.closeWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Ends the connection with `error`: what is queued is dropped (asyncio `_fatal_error`).
+    private func fail(_ error: any Error) {
+        state.withLock { state in
+            if state.lostError == nil { state.lostError = error }
+            state.closing = true
+            state.aborting = true
+            state.queue.removeAll()
+            state.buffered = 0
+        }
+        beginClose()
+    }
+
+    private func beginClose() {
+        guard !closeStarted else { return }
+        closeStarted = true
+        stopReceiving()
+        let sending = state.withLock { $0.sendInFlight }
+        if sending { loop.submitIgnoringResult(.cancel(target: sendUserData)) }
+        tryFinishClose()
+    }
+
+    /// Closes the descriptor once no operation uses it, then reports the loss.
+    private func tryFinishClose() {
+        guard closeStarted, !descriptorClosed, !receiveArmed else { return }
+        let (sending, error) = state.withLock { ($0.sendInFlight, $0.lostError) }
+        guard !sending else { return }
+        descriptorClosed = true
+        Glibc.close(fileDescriptor)
+        let (drainers, closers) = state.withLock { state in
+            state.lost = true
+            defer {
+                state.drainWaiters = []
+                state.closeWaiters = []
+            }
+            return (state.drainWaiters, state.closeWaiters)
+        }
+        let lostError = error ?? StreamError.connectionReset
+        for waiter in drainers { waiter.resume(throwing: lostError) }
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.transport(self, connectionLost: error)
+        for waiter in closers { waiter.resume() }
+    }
+}
+
+/// Re-arms a transport's receive once the loop has buffers again.
+private final class ReceiveRearm: EndOfTurnWork {
+    let transport: StreamTransport
+    init(_ transport: StreamTransport) { self.transport = transport }
+    func endOfTurn() { transport.rearmReceive() }
+}

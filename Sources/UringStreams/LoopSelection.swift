@@ -1,0 +1,17 @@
+/// The loop a call runs on: the caller's own when it runs on one, else the next loop of the shared
+/// group (the spec's rule for callers that are not on an `EventLoop`).
+func callerLoop() throws -> EventLoop {
+    if let loop = EventLoop.current { return loop }
+    return try EventLoopGroup.sharedOrError().next()
+}
+
+/// Runs `body` on `loop`: directly when already there (the fast path), else with the loop as the
+/// task's executor preference so that every await inside resumes on the loop thread.
+func onLoop<T: Sendable>(_ loop: EventLoop, _ body: () async throws -> T) async throws -> T {
+    if loop.inEventLoop { return try await body() }
+    return try await withTaskExecutorPreference(loop) { try await body() }
+}
+
+func validate(limit: Int) throws {
+    guard limit > 0 else { throw StreamError.invalidArgument("Limit cannot be <= 0") }
+}

@@ -1,0 +1,97 @@
+internal import Glibc
+
+/// Connects to `host`:`port` and returns the connection's reader and writer.
+///
+/// Each address the name resolves to is tried in turn until one connects.
+///
+/// - Parameters:
+///   - host: A name or numeric address; nil connects to the local host.
+///   - port: The TCP port.
+///   - limit: The reader's buffer limit (default 64 KiB); must be positive.
+///   - tls: TLS settings; not available in this build (throws).
+///   - family: Restricts resolution to one address family.
+///   - localAddress: An address to bind the socket to before connecting.
+///   - serverHostname: The TLS server name (TLS only).
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
+///   - happyEyeballsDelay: Staggers attempts (RFC 8305); attempts are currently made one after another.
+///   - interleave: Interleaves address families (RFC 8305).
+/// - Returns: The reader and writer of the new connection.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS; the connect error of the
+///   first address when every attempt failed (``StreamError/connectionRefused`` and so on).
+///
+/// Corresponds to asyncio `await asyncio.open_connection(host, port, ...)`.
+public func openConnection(
+    host: String?, port: Int, limit: Int = 65_536, tls: TLSConfiguration? = nil,
+    family: AddressFamily = .unspecified, localAddress: SocketAddress? = nil, serverHostname: String? = nil,
+    tlsHandshakeTimeout: Duration? = nil, happyEyeballsDelay: Duration? = nil, interleave: Int? = nil
+) async throws -> (StreamReader, StreamWriter) {
+    try validate(limit: limit)
+    if tls != nil { throw TLSConfiguration.unavailable }
+    let loop = try callerLoop()
+    let fd = try await onLoop(loop) { () async throws -> Int32 in
+        let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: false)
+        var firstError: (any Error)?
+        for address in addresses {
+            do {
+                return try await loop.connect(to: address, from: localAddress)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                if firstError == nil { firstError = error }
+            }
+        }
+        throw firstError ?? StreamError.system(errno: EHOSTUNREACH, operation: "getaddrinfo(\(host ?? "nil")): no address")
+    }
+    return await adopt(fd, on: loop, limit: limit)
+}
+
+/// Wraps an already connected stream socket in a reader and writer, taking ownership of it.
+///
+/// - Parameters:
+///   - fileDescriptor: A connected `SOCK_STREAM` socket (TCP or Unix); closed with the writer.
+///   - limit: The reader's buffer limit; must be positive.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or a descriptor that is not a stream
+///   socket.
+///
+/// Corresponds to asyncio `await asyncio.open_connection(sock=sock)`.
+public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async throws -> (StreamReader, StreamWriter) {
+    try validate(limit: limit)
+    let kind = try SocketDescriptor.kind(of: fileDescriptor)
+    guard kind.type == Int32(SOCK_STREAM.rawValue) else {
+        throw StreamError.invalidArgument("file descriptor \(fileDescriptor) is not a stream socket")
+    }
+    if kind.family == AF_INET || kind.family == AF_INET6 {
+        try? SocketDescriptor.setOption(fileDescriptor, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+    }
+    return await adopt(fileDescriptor, on: try callerLoop(), limit: limit)
+}
+
+/// Connects to the Unix socket at `path`.
+///
+/// - Parameters:
+///   - path: The socket's path; a leading NUL names the abstract namespace.
+///   - limit: The reader's buffer limit; must be positive.
+///   - tls: TLS settings; not available in this build (throws).
+///   - serverHostname: The TLS server name (TLS only).
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS; the connect error
+///   (e.g. ``StreamError/connectionRefused``, or `ENOENT` as ``StreamError/system(errno:operation:)``).
+///
+/// Corresponds to asyncio `await asyncio.open_unix_connection(path)`.
+public func openUnixConnection(
+    path: String, limit: Int = 65_536, tls: TLSConfiguration? = nil, serverHostname: String? = nil,
+    tlsHandshakeTimeout: Duration? = nil
+) async throws -> (StreamReader, StreamWriter) {
+    try validate(limit: limit)
+    if tls != nil { throw TLSConfiguration.unavailable }
+    let address = try SocketAddress(unixPath: path)
+    let loop = try callerLoop()
+    let fd = try await onLoop(loop) { try await loop.connect(to: address) }
+    return await adopt(fd, on: loop, limit: limit)
+}
+
+/// Builds the streams of a connected descriptor on `loop`.
+private func adopt(_ fd: Int32, on loop: EventLoop, limit: Int) async -> (StreamReader, StreamWriter) {
+    if loop.inEventLoop { return makeStreams(loop: loop, fileDescriptor: fd, limit: limit) }
+    return await withTaskExecutorPreference(loop) { makeStreams(loop: loop, fileDescriptor: fd, limit: limit) }
+}

@@ -1,0 +1,224 @@
+internal import Glibc
+import Synchronization
+
+/// A listening server made by `startServer` or `startUnixServer` (asyncio `asyncio.Server`).
+///
+/// Each accepted connection gets a reader and a writer on one loop, for its whole life, and
+/// `clientConnected` runs as a task on that loop.
+public final class Server: Sendable {
+    public typealias ClientConnected = @Sendable (StreamReader, StreamWriter) async -> Void
+
+    private struct State {
+        var serving = false
+        var closed = false
+        var servingForever = false
+        var foreverWaiter: UnsafeContinuation<Void, Never>?
+        var connections: [ObjectIdentifier: StreamTransport] = [:]
+        var closeWaiters: [UnsafeContinuation<Void, Never>] = []
+    }
+
+    /// The addresses the server listens on (asyncio `server.sockets`).
+    public let addresses: [SocketAddress]
+    private let descriptors: [Int32]
+    private let listeners: Mutex<[Listener]>
+    private let listenerLoop: EventLoop
+    private let connectionLoops: [EventLoop]
+    private let nextLoop = Atomic<Int>(0)
+    private let limit: Int
+    private let backlog: Int
+    private let clientConnected: ClientConnected
+    private let unixSocket: (path: String, inode: UInt)?
+    private let state = Mutex(State())
+
+    init(
+        descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], limit: Int, backlog: Int,
+        unixSocket: (path: String, inode: UInt)?, clientConnected: @escaping ClientConnected
+    ) {
+        self.descriptors = descriptors
+        addresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
+        self.listenerLoop = listenerLoop
+        self.connectionLoops = connectionLoops
+        self.limit = limit
+        self.backlog = backlog
+        self.unixSocket = unixSocket
+        self.clientConnected = clientConnected
+        listeners = Mutex([])
+    }
+
+    /// Starts accepting connections; does nothing when already serving.
+    ///
+    /// - Throws: ``StreamError/serverClosed`` on a closed server; a `listen` failure.
+    ///
+    /// Corresponds to asyncio `await server.start_serving()`.
+    public func startServing() async throws {
+        let start = try state.withLock { state -> Bool in
+            if state.closed { throw StreamError.serverClosed }
+            if state.serving { return false }
+            state.serving = true
+            return true
+        }
+        guard start else { return }
+        for fd in descriptors where !SocketDescriptor.isListening(fd) {
+            try SocketDescriptor.listen(fd, backlog: backlog)
+        }
+        let made = descriptors.map { fd in
+            Listener(loop: listenerLoop, fileDescriptor: fd) { [self] accepted in self.accepted(accepted) }
+        }
+        listeners.withLock { $0 = made }
+        runOnListenerLoop { for listener in made { listener.start() } }
+    }
+
+    /// Whether the server accepts connections (asyncio `is_serving()`).
+    public var isServing: Bool { state.withLock { $0.serving } }
+
+    /// Stops listening; connections already accepted stay open (asyncio `close()`). A Unix server's
+    /// socket file is removed (asyncio 3.13).
+    public func close() {
+        let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>?? in
+            guard !state.closed else { return nil }
+            state.closed = true
+            state.serving = false
+            return .some(state.foreverWaiter.take())
+        }
+        guard let waiter else { return }
+        if let unixSocket {
+            var info = stat()
+            if stat(unixSocket.path, &info) == 0, UInt(info.st_ino) == unixSocket.inode {
+                unlink(unixSocket.path)
+            }
+        }
+        let running = listeners.withLock { $0 }
+        if running.isEmpty {
+            for fd in descriptors { Glibc.close(fd) }
+        } else {
+            // Refuse new connections now; the descriptor closes once the pending accept is gone.
+            for fd in descriptors { _ = shutdown(fd, Int32(SHUT_RDWR)) }
+            runOnListenerLoop { for listener in running { listener.close() } }
+        }
+        waiter?.resume()
+        finishIfIdle()
+    }
+
+    /// Waits until the server is closed and every connection it accepted has closed.
+    ///
+    /// Corresponds to asyncio `await server.wait_closed()` (3.12.1 and later).
+    public func waitClosed() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                if state.closed && state.connections.isEmpty { return true }
+                state.closeWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Serves until the server is closed.
+    ///
+    /// - Throws: `CancellationError` after closing the server when the calling task is cancelled;
+    ///   ``StreamError/serverClosed`` on a closed server; ``StreamError/alreadyServing`` when another
+    ///   task already serves forever.
+    ///
+    /// Corresponds to asyncio `await server.serve_forever()`.
+    public func serveForever() async throws {
+        try state.withLock { state in
+            if state.closed { throw StreamError.serverClosed }
+            if state.servingForever { throw StreamError.alreadyServing }
+            state.servingForever = true
+        }
+        defer { state.withLock { $0.servingForever = false } }
+        try await startServing()
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                let done = state.withLock { state -> Bool in
+                    if state.closed || Task.isCancelled { return true }
+                    state.foreverWaiter = continuation
+                    return false
+                }
+                if done { continuation.resume() }
+            }
+        } onCancel: {
+            close()
+        }
+        if Task.isCancelled {
+            close()
+            throw CancellationError()
+        }
+    }
+
+    /// Closes every connection the server accepted, after their queued data (asyncio 3.13
+    /// `close_clients()`).
+    public func closeClients() {
+        for transport in state.withLock({ Array($0.connections.values) }) { transport.close() }
+    }
+
+    /// Aborts every connection the server accepted (asyncio 3.13 `abort_clients()`).
+    public func abortClients() {
+        for transport in state.withLock({ Array($0.connections.values) }) { transport.abort() }
+    }
+
+    /// Serves while `body` runs, then closes the server and waits for it (asyncio `async with server`).
+    ///
+    /// - Parameter body: The work to do while serving.
+    /// - Returns: What `body` returned.
+    /// - Throws: What `startServing()` or `body` threw.
+    public func withServing<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        try await startServing()
+        do {
+            let result = try await body()
+            close()
+            await waitClosed()
+            return result
+        } catch {
+            close()
+            await waitClosed()
+            throw error
+        }
+    }
+
+    // MARK: Connections
+
+    private func runOnListenerLoop(_ work: @escaping @Sendable () -> Void) {
+        if listenerLoop.inEventLoop { work() } else { listenerLoop.execute(work) }
+    }
+
+    /// A descriptor the listener accepted; on the listener's loop.
+    private func accepted(_ fd: Int32) {
+        let loop = connectionLoops[nextLoop.add(1, ordering: .relaxed).oldValue % connectionLoops.count]
+        if loop === listenerLoop {
+            serve(fd, on: loop)
+        } else {
+            loop.execute { self.serve(fd, on: loop) }
+        }
+    }
+
+    private func serve(_ fd: Int32, on loop: EventLoop) {
+        if unixSocket == nil {
+            // asyncio sets TCP_NODELAY on every TCP transport: replies must not wait for Nagle.
+            try? SocketDescriptor.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        }
+        var key: ObjectIdentifier?
+        let (reader, writer) = makeStreams(loop: loop, fileDescriptor: fd, limit: limit) { [self] in
+            if let key { self.connectionClosed(key) }
+        }
+        let transport = writer.transport
+        key = ObjectIdentifier(transport)
+        state.withLock { $0.connections[ObjectIdentifier(transport)] = transport }
+        let handler = clientConnected
+        Task(executorPreference: loop) { await handler(reader, writer) }
+    }
+
+    private func connectionClosed(_ key: ObjectIdentifier) {
+        state.withLock { _ = $0.connections.removeValue(forKey: key) }
+        finishIfIdle()
+    }
+
+    private func finishIfIdle() {
+        let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
+            guard state.closed, state.connections.isEmpty else { return [] }
+            defer { state.closeWaiters = [] }
+            return state.closeWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}

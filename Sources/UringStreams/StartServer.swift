@@ -1,0 +1,160 @@
+internal import Glibc
+
+/// Starts a TCP server; `clientConnected` runs for every connection with its reader and writer.
+///
+/// - Parameters:
+///   - host: The address or name to listen on; nil (or "") listens on every interface, IPv4 and IPv6.
+///   - port: The port; 0 picks a free one (see ``Server/addresses``).
+///   - limit: Each reader's buffer limit; must be positive.
+///   - family: Restricts the addresses to one family.
+///   - backlog: The listen backlog.
+///   - tls: TLS settings; not available in this build (throws).
+///   - reuseAddress: `SO_REUSEADDR`; default true, as asyncio on POSIX.
+///   - reusePort: `SO_REUSEPORT`.
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
+///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
+///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
+///   - clientConnected: Runs as a task on the connection's loop.
+/// - Returns: The server.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS; a bind error naming the address.
+///
+/// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, host, port, ...)`.
+public func startServer(
+    host: String?, port: Int, limit: Int = 65_536, family: AddressFamily = .unspecified, backlog: Int = 100,
+    tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
+    tlsHandshakeTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+) async throws -> Server {
+    try validate(limit: limit)
+    if tls != nil { throw TLSConfiguration.unavailable }
+    let host = host?.isEmpty == true ? nil : host
+    let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
+    var descriptors: [Int32] = []
+    do {
+        for address in addresses {
+            let fd = try SocketDescriptor.make(family: address.family)
+            descriptors.append(fd)
+            if reuseAddress ?? true { try SocketDescriptor.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
+            if reusePort == true { try SocketDescriptor.setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
+            if address.family == .inet6 {
+                // Each family gets its own socket, so the IPv6 one must not claim IPv4 too.
+                try SocketDescriptor.setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1)
+            }
+            try SocketDescriptor.bind(fd, to: address)
+        }
+    } catch {
+        for fd in descriptors { close(fd) }
+        throw error
+    }
+    return try await makeServer(
+        descriptors: descriptors, limit: limit, backlog: backlog, unixSocket: nil, startServing: startServing,
+        group: group, clientConnected: clientConnected)
+}
+
+/// Serves an already bound socket (listening or not), taking ownership of it.
+///
+/// - Parameters:
+///   - fileDescriptor: A bound `SOCK_STREAM` socket.
+///   - limit: Each reader's buffer limit; must be positive.
+///   - backlog: The listen backlog, when the socket is not listening yet.
+///   - startServing: Whether to accept at once.
+///   - group: The loops connections live on.
+///   - clientConnected: Runs as a task on the connection's loop.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or a descriptor that is not a
+///   stream socket.
+///
+/// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, sock=sock)`.
+public func startServer(
+    fileDescriptor: Int32, limit: Int = 65_536, backlog: Int = 100, startServing: Bool = true,
+    on group: EventLoopGroup? = nil, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+) async throws -> Server {
+    try validate(limit: limit)
+    let kind = try SocketDescriptor.kind(of: fileDescriptor)
+    guard kind.type == Int32(SOCK_STREAM.rawValue) else {
+        throw StreamError.invalidArgument("file descriptor \(fileDescriptor) is not a stream socket")
+    }
+    return try await makeServer(
+        descriptors: [fileDescriptor], limit: limit, backlog: backlog,
+        unixSocket: kind.family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil,
+        startServing: startServing, group: group, clientConnected: clientConnected)
+}
+
+/// Starts a Unix socket server at `path`; a stale socket file there is removed first.
+///
+/// - Parameters:
+///   - path: The socket's path; a leading NUL names the abstract namespace.
+///   - limit: Each reader's buffer limit; must be positive.
+///   - backlog: The listen backlog.
+///   - tls: TLS settings; not available in this build (throws).
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
+///   - startServing: Whether to accept at once.
+///   - clientConnected: Runs as a task on the connection's loop.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS; a bind error
+///   (e.g. `EADDRINUSE` when a non-socket file is in the way).
+///
+/// Corresponds to asyncio `await asyncio.start_unix_server(client_connected_cb, path)`.
+public func startUnixServer(
+    path: String, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
+    tlsHandshakeTimeout: Duration? = nil, startServing: Bool = true,
+    clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+) async throws -> Server {
+    try validate(limit: limit)
+    if tls != nil { throw TLSConfiguration.unavailable }
+    let address = try SocketAddress(unixPath: path)
+    if !path.hasPrefix("\0") {
+        // asyncio removes a stale socket file (left by a crashed server), never any other file.
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
+    }
+    let fd = try SocketDescriptor.make(family: .unix)
+    do {
+        try SocketDescriptor.bind(fd, to: address)
+    } catch {
+        close(fd)
+        throw error
+    }
+    return try await makeServer(
+        descriptors: [fd], limit: limit, backlog: backlog, unixSocket: unixSocketIdentity(of: fd),
+        startServing: startServing, group: nil, clientConnected: clientConnected)
+}
+
+/// The path and inode of a bound Unix socket, so closing the server removes only its own file.
+private func unixSocketIdentity(of fd: Int32) -> (path: String, inode: UInt)? {
+    guard let path = SocketDescriptor.localAddress(of: fd)?.path, !path.isEmpty, !path.hasPrefix("\0") else {
+        return nil
+    }
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    return (path, UInt(info.st_ino))
+}
+
+private func makeServer(
+    descriptors: [Int32], limit: Int, backlog: Int, unixSocket: (path: String, inode: UInt)?, startServing: Bool,
+    group: EventLoopGroup?, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+) async throws -> Server {
+    let listenerLoop: EventLoop
+    let connectionLoops: [EventLoop]
+    if let group {
+        listenerLoop = group.next()
+        connectionLoops = group.loops
+    } else if let current = EventLoop.current {
+        listenerLoop = current
+        connectionLoops = [current]
+    } else {
+        let shared = try EventLoopGroup.sharedOrError()
+        listenerLoop = shared.next()
+        connectionLoops = shared.loops
+    }
+    let server = Server(
+        descriptors: descriptors, listenerLoop: listenerLoop, connectionLoops: connectionLoops, limit: limit,
+        backlog: backlog, unixSocket: unixSocket, clientConnected: clientConnected)
+    if startServing {
+        do {
+            try await server.startServing()
+        } catch {
+            server.close()
+            throw error
+        }
+    }
+    return server
+}
