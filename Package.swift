@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "http-headers", targets: ["http-headers"]),
         .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
         .executable(name: "loopback-bench", targets: ["loopback-bench"]),
+        .executable(name: "echo-bench-server", targets: ["echo-bench-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -53,6 +54,10 @@ let package = Package(
             name: "loopback-bench",
             dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Examples/loopback-bench", swiftSettings: strictSwift),
+        .executableTarget(
+            name: "echo-bench-server",
+            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Examples/echo-bench-server", swiftSettings: strictSwift),
         .testTarget(name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
         .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
     ]

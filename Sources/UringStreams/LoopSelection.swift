@@ -1,8 +1,11 @@
 /// The loop a call runs on: the caller's own when it runs on one, else the next loop of the shared
 /// group (the spec's rule for callers that are not on an `EventLoop`).
+///
+/// - Throws: ``StreamError/ioUringUnavailable(_:)`` when that loop cannot do I/O.
 func callerLoop() throws -> EventLoop {
-    if let loop = EventLoop.current { return loop }
-    return try EventLoopGroup.sharedOrError().next()
+    let loop = EventLoop.current ?? EventLoopGroup.shared.next()
+    try loop.requireRing()
+    return loop
 }
 
 /// Runs `body` on `loop`: directly when already there (the fast path), else with the loop as the

@@ -141,9 +141,14 @@ private func makeServer(
         listenerLoop = current
         connectionLoops = [current]
     } else {
-        let shared = try EventLoopGroup.sharedOrError()
-        listenerLoop = shared.next()
-        connectionLoops = shared.loops
+        listenerLoop = EventLoopGroup.shared.next()
+        connectionLoops = EventLoopGroup.shared.loops
+    }
+    do {
+        try listenerLoop.requireRing()
+    } catch {
+        for fd in descriptors { close(fd) }
+        throw error
     }
     let server = Server(
         descriptors: descriptors, listenerLoop: listenerLoop, connectionLoops: connectionLoops, limit: limit,

@@ -78,11 +78,11 @@ public final class StreamWriter: Sendable {
 
     /// Waits until the connection is closed.
     ///
-    /// - Throws: The error the connection failed with, if it failed.
+    /// - Throws: The error the connection failed with, if it failed; `CancellationError`.
     ///
     /// Corresponds to asyncio `await writer.wait_closed()`.
     public func waitClosed() async throws {
-        await transport.waitClosed()
+        try await transport.waitClosed()
         if let error = transport.connectionError { throw error }
     }
 

@@ -38,17 +38,16 @@ extension EventLoop {
 
 /// A loop running on a thread of its own, as `EventLoopGroup` starts them.
 final class LoopThread: @unchecked Sendable {
-    // Sendable: `loop` and `startError` are written by the new thread before it posts `started`
-    // and read by the creator only after waiting on it; `finished` is a Mutex.
+    // Sendable: `loop` is written by the new thread before it posts `started` and read by the
+    // creator only after waiting on it; `finished` is a Mutex.
     private(set) var loop: EventLoop?
-    private var startError: StreamError?
     private var started = sem_t()
     private var thread = pthread_t()
     private let finished = Mutex<(done: Bool, waiters: [UnsafeContinuation<Void, Never>])>((false, []))
     private let configuration: EventLoop.Configuration
     private let makeRing: EventLoop.RingFactory
 
-    init(configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory) throws(StreamError) {
+    init(configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory) {
         self.configuration = configuration
         self.makeRing = makeRing
         sem_init(&started, 0, 0)
@@ -58,13 +57,10 @@ final class LoopThread: @unchecked Sendable {
             this.main()
             return nil
         }, context)
-        guard result == 0 else {
-            Unmanaged<LoopThread>.fromOpaque(context).release()
-            throw StreamError.system(errno: result, operation: "pthread_create")
-        }
+        // Without a thread there is no loop at all; like failing to allocate, this is not recoverable.
+        precondition(result == 0, "UringStreams: pthread_create failed: \(String(cString: strerror(result)))")
         pthread_detach(thread)
         while sem_wait(&started) != 0 {}
-        if let startError { throw startError }
     }
 
     deinit {
@@ -74,11 +70,11 @@ final class LoopThread: @unchecked Sendable {
     private func main() {
         let loop: EventLoop
         do {
-            loop = try EventLoop(id: EventLoop.nextLoopID(), configuration: configuration, makeRing: makeRing)
+            loop = try EventLoop(
+                id: EventLoop.nextLoopID(), configuration: configuration, makeRing: makeRing, ringRequired: false)
         } catch {
-            startError = error
-            sem_post(&started)
-            return
+            // Only the eventfd can fail here (ringRequired is false): out of descriptors.
+            preconditionFailure("UringStreams: cannot start an event loop: \(error)")
         }
         SystemSupport.setThreadName("uring-loop-\(loop.id)")
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()

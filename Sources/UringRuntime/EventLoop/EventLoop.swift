@@ -32,6 +32,8 @@ public final class EventLoop: @unchecked Sendable {
     // Loop-thread state.
     private(set) var ring: (any RingBackend)!
     private(set) var bufferPool: ProvidedBufferPool!
+    /// Why this loop has no ring; it then still runs jobs, but every I/O entry point throws this.
+    let unavailable: StreamError?
     private var local = WorkQueue()
     private var drained: [LoopWork] = []
     private var completions: UnsafeMutableBufferPointer<Completion>
@@ -57,8 +59,9 @@ public final class EventLoop: @unchecked Sendable {
 
     typealias RingFactory = @Sendable () throws(RingError) -> any RingBackend
 
-    /// Creates the loop's state on the calling thread, which becomes the loop's thread.
-    init(id: Int, configuration: Configuration, makeRing: RingFactory) throws(StreamError) {
+    /// Creates the loop's state on the calling thread, which becomes the loop's thread. With
+    /// `ringRequired` false, a ring that cannot be made leaves the loop running jobs without one.
+    init(id: Int, configuration: Configuration, makeRing: RingFactory, ringRequired: Bool = true) throws(StreamError) {
         self.id = id
         self.configuration = configuration
         completions = .allocate(capacity: 128)
@@ -72,10 +75,15 @@ public final class EventLoop: @unchecked Sendable {
             bufferPool = try ProvidedBufferPool(
                 ring: ring, group: 0, bufferCount: configuration.receiveBufferCount,
                 bufferSize: configuration.receiveBufferSize)
+            unavailable = nil
         } catch {
-            close(wakeFD)
-            completions.deallocate()
-            throw StreamError(error)
+            ring = nil
+            guard !ringRequired else {
+                close(wakeFD)
+                completions.deallocate()
+                throw StreamError(error)
+            }
+            unavailable = StreamError(error)
         }
         endOfTurn.reserveCapacity(64)
         drained.reserveCapacity(64)
@@ -104,9 +112,14 @@ public final class EventLoop: @unchecked Sendable {
         return publishedStatistics.withLock { $0 }
     }
 
+    /// Throws why this loop cannot do I/O, if it cannot.
+    package func requireRing() throws(StreamError) {
+        if let unavailable { throw unavailable }
+    }
+
     private func publishStatistics() {
         var snapshot = counters
-        let ringCounters = ring.counters
+        let ringCounters = ring?.counters ?? RingCounters()
         snapshot.submissions = ringCounters.submissions
         snapshot.enterCalls = ringCounters.enterCalls
         snapshot.completions = ringCounters.completions
@@ -193,9 +206,9 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs turns until `isDone` is true after a turn, or the loop is asked to stop.
     func runLoop(until isDone: () -> Bool) throws(StreamError) {
-        armWake()
+        if ring != nil { armWake() }
         while !isDone() && !stopRequested.load(ordering: .acquiring) {
-            try turn()
+            if ring != nil { try turn() } else { turnWithoutRing() }
         }
         // Work already queued still runs: tasks finishing their last steps must not be dropped.
         runQueuedWork()
@@ -232,6 +245,23 @@ public final class EventLoop: @unchecked Sendable {
         }
         if sleep { inbox.withLock { $0.sleeping = false } }
         reapCompletions()
+    }
+
+    /// A turn of a loop that has no ring: run work, then block on the eventfd until woken.
+    private func turnWithoutRing() {
+        runQueuedWork()
+        takeInbox()
+        guard local.isEmpty else { return }
+        let sleep = inbox.withLock { inbox -> Bool in
+            guard inbox.work.isEmpty else { return false }
+            inbox.sleeping = true
+            return true
+        }
+        if sleep && !stopRequested.load(ordering: .acquiring) {
+            var value: UInt64 = 0
+            _ = Glibc.read(wakeFD, &value, 8)
+        }
+        inbox.withLock { $0.sleeping = false }
     }
 
     private func runQueuedWork() {
@@ -309,7 +339,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Tears down the ring; on the loop thread, after the last turn.
     func shutDownRing() {
-        bufferPool.close(ring: ring)
+        if let ring { bufferPool.close(ring: ring) }
         bufferPool = nil
         ring = nil
         close(wakeFD)

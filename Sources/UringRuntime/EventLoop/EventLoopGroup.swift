@@ -11,49 +11,28 @@ public final class EventLoopGroup: Sendable {
     /// The loops of the group.
     public var loops: [EventLoop] { threads.map { $0.loop! } }
 
-    /// Starts `loopCount` loops, each on a new thread.
+    /// Starts `loopCount` loops (at least one), each on a new thread.
     ///
-    /// - Parameter loopCount: How many loops (threads) to start; at least 1.
-    /// - Throws: ``StreamError/ioUringUnavailable(_:)`` naming the cause and the fix when io_uring
-    ///   cannot be used; ``StreamError/invalidArgument(_:)`` for `loopCount < 1`.
-    public convenience init(loopCount: Int) throws {
-        try self.init(loopCount: loopCount, configuration: EventLoop.Configuration(), makeRing: EventLoop.defaultRing)
+    /// When io_uring cannot be used here (no kernel support, the `io_uring_disabled` sysctl, a
+    /// seccomp filter), the loops still run tasks, and every stream operation on them throws
+    /// ``StreamError/ioUringUnavailable(_:)`` naming the cause and the fix; ``unavailableReason``
+    /// tells it up front.
+    ///
+    /// - Parameter loopCount: How many loops (threads) to start; values below 1 start one.
+    public convenience init(loopCount: Int) {
+        self.init(loopCount: loopCount, configuration: EventLoop.Configuration(), makeRing: EventLoop.defaultRing)
     }
 
-    init(loopCount: Int, configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory) throws(StreamError) {
-        guard loopCount >= 1 else { throw StreamError.invalidArgument("loopCount must be at least 1, not \(loopCount)") }
-        var threads: [LoopThread] = []
-        for _ in 0..<loopCount {
-            threads.append(try LoopThread(configuration: configuration, makeRing: makeRing))
-        }
-        self.threads = threads
+    init(loopCount: Int, configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory) {
+        threads = (0..<max(1, loopCount)).map { _ in LoopThread(configuration: configuration, makeRing: makeRing) }
     }
+
+    /// Why the loops cannot do I/O, or nil when io_uring works.
+    public var unavailableReason: StreamError? { threads.first?.loop?.unavailable }
 
     /// The group shared by every caller that is not on a loop: one loop per core, started on first
     /// use and never shut down.
-    ///
-    /// Reading it when io_uring is unavailable stops the program with the reason; call
-    /// ``sharedOrError()`` to get the error instead.
-    public static var shared: EventLoopGroup {
-        switch sharedGroup {
-        case .success(let group): return group
-        case .failure(let error): fatalError("UringStreams: \(error)")
-        }
-    }
-
-    /// The shared group, or why it could not start.
-    public static func sharedOrError() throws(StreamError) -> EventLoopGroup {
-        try sharedGroup.get()
-    }
-
-    private static let sharedGroup: Result<EventLoopGroup, StreamError> = {
-        let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        do throws(StreamError) {
-            return .success(try EventLoopGroup(loopCount: cores, configuration: .init(), makeRing: EventLoop.defaultRing))
-        } catch {
-            return .failure(error)
-        }
-    }()
+    public static let shared = EventLoopGroup(loopCount: max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
     /// The next loop, round robin.
     public func next() -> EventLoop {

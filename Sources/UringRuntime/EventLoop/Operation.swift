@@ -48,10 +48,12 @@ extension EventLoop {
     /// Suspends the calling task for `duration` on this loop's ring (`IORING_OP_TIMEOUT`).
     ///
     /// - Parameter duration: How long to wait.
-    /// - Throws: `CancellationError` when the task is cancelled first.
+    /// - Throws: `CancellationError` when the task is cancelled first;
+    ///   ``StreamError/ioUringUnavailable(_:)`` on a loop without io_uring.
     ///
     /// Corresponds to asyncio `asyncio.sleep(delay)`; unlike `Task.sleep`, the task stays on the loop.
     public func sleep(for duration: Duration) async throws {
+        try requireRing()
         if !inEventLoop {
             try await withTaskExecutorPreference(self) { try await self.sleep(for: duration) }
             return

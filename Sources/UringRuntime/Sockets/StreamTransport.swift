@@ -35,9 +35,18 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
         var readingPaused = false
         var lost = false
         var lostError: (any Error)?
-        var drainWaiters: [UnsafeContinuation<Void, any Error>] = []
-        var closeWaiters: [UnsafeContinuation<Void, Never>] = []
+        var drainWaiters = Waiters<any Error>()
+        var closeWaiters = Waiters<any Error>()
+
+        subscript(list: WaitList) -> Waiters<any Error> {
+            get { list == .drain ? drainWaiters : closeWaiters }
+            set {
+                if list == .drain { drainWaiters = newValue } else { closeWaiters = newValue }
+            }
+        }
     }
+
+    private enum WaitList { case drain, close }
 
     private enum Tag {
         static let receive: UInt64 = 1
@@ -180,9 +189,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
             state.sendInFlight = false
             state.queue.consume(Int(result))
             state.buffered -= Int(result)
-            guard state.buffered <= state.low, !state.drainWaiters.isEmpty else { return [] }
-            defer { state.drainWaiters = [] }
-            return state.drainWaiters
+            guard state.buffered <= state.low else { return [] }
+            return state.drainWaiters.takeAll()
         }
         for waiter in drained { waiter.resume() }
         flush()
@@ -226,28 +234,52 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
             state.high = high
             state.low = low
             guard state.buffered <= low else { return [] }
-            defer { state.drainWaiters = [] }
-            return state.drainWaiters
+            return state.drainWaiters.takeAll()
         }
         for waiter in released { waiter.resume() }
     }
 
     /// Waits while the write buffer is above the high-water mark, until it is at or below the low one.
     /// - Throws: the connection's error, or ``StreamError/connectionReset`` when it was lost.
+    /// - Throws: `CancellationError` when the task is cancelled while it waits.
     package func waitForDrain() async throws {
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-            enum Outcome { case wait, ready, fail(any Error) }
-            let outcome = state.withLock { state -> Outcome in
-                if state.lost { return .fail(state.lostError ?? StreamError.connectionReset) }
-                guard state.buffered > state.high else { return .ready }
-                state.drainWaiters.append(continuation)
-                return .wait
+        try await wait(in: .drain) { state in
+            if state.lost { throw state.lostError ?? StreamError.connectionReset }
+            return state.buffered <= state.high
+        }
+    }
+
+    /// Waits in `list` until `isReady` (checked under the lock first) holds and a waker resumes the
+    /// list; task cancellation takes the waiter out and throws `CancellationError`.
+    private func wait(
+        in list: WaitList, until isReady: (State) throws -> Bool
+    ) async throws {
+        let id = Mutex<Int?>(nil)
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+                enum Outcome { case wait, ready, fail(any Error) }
+                let outcome = state.withLock { state -> Outcome in
+                    do {
+                        if try isReady(state) { return .ready }
+                    } catch {
+                        return .fail(error)
+                    }
+                    if Task.isCancelled { return .fail(CancellationError()) }
+                    let waiterID = state[list].add(continuation)
+                    id.withLock { $0 = waiterID }
+                    return .wait
+                }
+                switch outcome {
+                case .wait: break
+                case .ready: continuation.resume()
+                case .fail(let error): continuation.resume(throwing: error)
+                }
             }
-            switch outcome {
-            case .wait: break
-            case .ready: continuation.resume()
-            case .fail(let error): continuation.resume(throwing: error)
+        } onCancel: {
+            let waiter = state.withLock { state in
+                id.withLock { $0 }.flatMap { state[list].remove($0) }
             }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 
@@ -337,7 +369,15 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
             delegate?.transportReceivedEOF(self)
         } else if result == -ENOBUFS {
             loop.counters.bufferExhaustions += 1
-            if !completion.hasMore { loop.waitForReceiveBuffers(ReceiveRearm(self)) }
+            if !completion.hasMore {
+                // Buffers may already be back (recycled between the kernel's miss and now): then
+                // re-arm this turn; otherwise wait for a recycle rather than spin on ENOBUFS.
+                if loop.bufferPool.available > 0 {
+                    loop.runAtEndOfTurn(ReceiveRearm(self))
+                } else {
+                    loop.waitForReceiveBuffers(ReceiveRearm(self))
+                }
+            }
         } else if result < 0 && result != -ECANCELED {
             fail(StreamError.from(errno: -result, operation: "recv"))
         } else if !completion.hasMore && !receiveCancelRequested {
@@ -397,19 +437,14 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     public var isClosing: Bool { state.withLock { $0.closing } }
 
     /// Waits until the socket is closed (asyncio `wait_closed` on the writer).
-    package func waitClosed() async {
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            let done = state.withLock { state -> Bool in
-                if state.lost { return true }
-                state.closeWaiters.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
-        }
+    /// - Throws: `CancellationError` when the task is cancelled while it waits.
+    package func waitClosed() async throws {
+        try await wait(in: .close) { $0.lost }
     }
 
     /// Ends the connection with `error`: what is queued is dropped (asyncio `_fatal_error`).
     private func fail(_ error: any Error) {
+        // asyncio's _fatal_error: the connection is gone, whatever was queued.
         state.withLock { state in
             if state.lostError == nil { state.lostError = error }
             state.closing = true
@@ -438,11 +473,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
         Glibc.close(fileDescriptor)
         let (drainers, closers) = state.withLock { state in
             state.lost = true
-            defer {
-                state.drainWaiters = []
-                state.closeWaiters = []
-            }
-            return (state.drainWaiters, state.closeWaiters)
+            return (state.drainWaiters.takeAll(), state.closeWaiters.takeAll())
         }
         let lostError = error ?? StreamError.connectionReset
         for waiter in drainers { waiter.resume(throwing: lostError) }

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Dispatch
+import Glibc
+import UringStreams
+
+/// The echo server the benchmark harness measures: asyncio's
+/// `while data := await reader.read(65536): writer.write(data); await writer.drain()`,
+/// printing nothing per message. Prints `listening on PORT` once it accepts.
+@main
+struct EchoBenchServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo-bench-server", abstract: "A quiet UringStreams echo server for benchmarks.")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port; 0 picks a free one.") var port = 0
+    @Option(help: "Event loops (threads) connections are spread over.") var loops = 1
+
+    func run() async throws {
+        let group = EventLoopGroup(loopCount: loops)
+        let server = try await startServer(host: host, port: port, on: group) { reader, writer in
+            do {
+                while true {
+                    let data = try await reader.read(65_536)
+                    if data.isEmpty { break }
+                    writer.write(data)
+                    try await writer.drain()
+                }
+            } catch {
+                // A peer that resets ends its connection; the server keeps serving.
+            }
+            writer.close()
+        }
+        print("listening on \(server.addresses.first?.port ?? 0)")
+        fflush(nil)
+        let signalSources = stopOnSignals(server)
+        try? await server.serveForever()
+        signalSources.forEach { $0.cancel() }
+        // The harness reads these to relate requests to system calls and completions.
+        let stats = group.statistics
+        let line =
+            "{\"submissions\":\(stats.submissions),\"enterCalls\":\(stats.enterCalls),"
+            + "\"completions\":\(stats.completions),\"bytesReceived\":\(stats.bytesReceived),"
+            + "\"bytesSent\":\(stats.bytesSent),\"bytesCopiedOnReceive\":\(stats.bytesCopiedOnReceive),"
+            + "\"bytesCopiedOnSend\":\(stats.bytesCopiedOnSend),\"bufferExhaustions\":\(stats.bufferExhaustions)}\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+}
+
+/// Closes `server` on SIGINT or SIGTERM, so `serveForever()` returns and the process exits 0.
+private func stopOnSignals(_ server: Server) -> [any DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { number in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler { server.close() }
+        source.resume()
+        return source
+    }
+}

@@ -1,0 +1,1 @@
+../tcp-echo-client/TCPEchoClient.swift

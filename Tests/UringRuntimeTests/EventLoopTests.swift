@@ -1,0 +1,147 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import UringRing
+@testable import UringRuntime
+
+/// The executor and timers on a real ring.
+@Suite(.timeLimit(.minutes(1)))
+struct EventLoopTests {
+    @Test func resumedTasksStayOnTheirLoopThread() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 2)
+            let loop = group.next()
+            let sameThread = try await withTaskExecutorPreference(loop) { () async throws -> Bool in
+                let before = pthread_self()
+                #expect(EventLoop.current === loop)
+                try await loop.sleep(for: .milliseconds(2))
+                let afterSleep = pthread_self()
+                await Task.yield()
+                return pthread_equal(before, afterSleep) != 0 && pthread_equal(before, pthread_self()) != 0
+                    && EventLoop.current === loop
+            }
+            #expect(sameThread)
+            #expect(EventLoop.current == nil, "off-loop callers see no loop")
+            try await group.shutdown()
+        }
+    }
+
+    @Test func childTasksKeepTheLoopPreference() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1)
+            let loop = group.next()
+            let onLoop = await withTaskExecutorPreference(loop) {
+                await withTaskGroup(of: Bool.self) { tasks in
+                    for _ in 0..<4 { tasks.addTask { loop.inEventLoop } }
+                    return await tasks.reduce(true) { $0 && $1 }
+                }
+            }
+            #expect(onLoop)
+            try await group.shutdown()
+        }
+    }
+
+    @Test func workFromOtherThreadsRunsOnTheLoopInOrder() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1)
+            let loop = group.next()
+            let seen = Mutex<[Int]>([])
+            let allOnLoop = Atomic<Bool>(true)
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                for i in 0..<1000 {
+                    loop.execute {
+                        if !loop.inEventLoop { allOnLoop.store(false, ordering: .relaxed) }
+                        seen.withLock { $0.append(i) }
+                        if i == 999 { done.resume() }
+                    }
+                }
+            }
+            #expect(seen.withLock { $0 } == Array(0..<1000))
+            #expect(allOnLoop.load(ordering: .relaxed))
+            try await group.shutdown()
+        }
+    }
+
+    @Test func sleepWaitsAtLeastItsDuration() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1)
+            let loop = group.next()
+            let start = ContinuousClock.now
+            try await loop.sleep(for: .milliseconds(50))
+            #expect(ContinuousClock.now - start >= .milliseconds(50))
+            try await group.shutdown()
+        }
+    }
+
+    @Test func cancelledSleepThrowsPromptly() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1)
+            let loop = group.next()
+            let start = ContinuousClock.now
+            let sleeper = Task(executorPreference: loop) { try await loop.sleep(for: .seconds(60)) }
+            try await Task.sleep(for: .milliseconds(20))
+            sleeper.cancel()
+            await #expect(throws: CancellationError.self) { try await sleeper.value }
+            #expect(ContinuousClock.now - start < .seconds(5))
+            try await group.shutdown()
+        }
+    }
+
+    @Test func runReturnsTheResultAndRethrows() throws {
+        let value = try EventLoop.run { () async throws -> Int in
+            try await EventLoop.current!.sleep(for: .milliseconds(1))
+            return 42
+        }
+        #expect(value == 42)
+        struct Boom: Error {}
+        #expect(throws: Boom.self) { try EventLoop.run { () async throws -> Int in throw Boom() } }
+    }
+
+    @Test func runRefusesToNestInsideALoop() throws {
+        let nested = try EventLoop.run { () async -> Bool in
+            do {
+                _ = try EventLoop.run { 1 }
+                return false
+            } catch let error as StreamError {
+                return error == .invalidArgument("EventLoop.run cannot be called from a running event loop")
+            } catch {
+                return false
+            }
+        }
+        #expect(nested)
+    }
+
+    @Test func unavailableIoUringIsReportedWithCauseAndFix() throws {
+        let reason = "io_uring is disabled by the kernel.io_uring_disabled sysctl (value 2; EPERM)."
+        let group = EventLoopGroup(loopCount: 1, configuration: .init(), makeRing: { throw RingError.unavailable(reason: reason) })
+        #expect(group.unavailableReason == .ioUringUnavailable(reason))
+        #expect(throws: StreamError.ioUringUnavailable(reason)) { try group.next().requireRing() }
+        let seccomp = RingError.setupFailure(errno: EPERM)
+        #expect("\(seccomp)".contains("seccomp") || "\(seccomp)".contains("io_uring_disabled"))
+        #expect("\(RingError.setupFailure(errno: ENOSYS))".contains("ENOSYS"))
+    }
+
+    @Test func loopWithoutIoUringStillRunsTasksButRefusesIO() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1, configuration: .init(), makeRing: { throw RingError.unavailable(reason: "off") })
+            let loop = group.next()
+            let ran = await withTaskExecutorPreference(loop) { loop.inEventLoop }
+            #expect(ran)
+            await #expect(throws: StreamError.ioUringUnavailable("off")) { try await loop.sleep(for: .milliseconds(1)) }
+            try await group.shutdown()
+        }
+    }
+
+    @Test func statisticsCountRingTraffic() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1)
+            let loop = group.next()
+            try await loop.sleep(for: .milliseconds(1))
+            let stats = loop.statistics
+            #expect(stats.submissions >= 1 && stats.completions >= 1 && stats.enterCalls >= 1)
+            #expect(group.statistics.submissions >= stats.submissions)
+            try await group.shutdown()
+        }
+    }
+}
