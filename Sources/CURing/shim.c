@@ -1,3 +1,5 @@
+// pthread_setname_np is a GNU extension.
+#define _GNU_SOURCE
 #include "CURing.h"
 
 #include <errno.h>

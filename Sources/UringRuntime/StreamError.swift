@@ -54,6 +54,9 @@ public enum StreamError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tlsHandshakeFailed(let text): return "TLS handshake failed: \(text)"
         case .tlsCertificateRejected(let text): return "TLS certificate rejected: \(text)"
         case .ioUringUnavailable(let text): return "io_uring unavailable: \(text)"
+        case .system(let errno, let operation) where errno < 0:
+            // Negative codes are getaddrinfo's EAI_* values.
+            return "\(operation) failed: \(String(cString: gai_strerror(errno))) (\(errno))"
         case .system(let errno, let operation):
             return "\(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"
         }

@@ -17,8 +17,9 @@ public final class Server: Sendable {
         var closeWaiters: [UnsafeContinuation<Void, Never>] = []
     }
 
-    /// The addresses the server listens on (asyncio `server.sockets`).
-    public let addresses: [SocketAddress]
+    /// The addresses the server listens on; empty once closed (asyncio `server.sockets`).
+    public var addresses: [SocketAddress] { state.withLock { $0.closed } ? [] : boundAddresses }
+    private let boundAddresses: [SocketAddress]
     private let descriptors: [Int32]
     private let listeners: Mutex<[Listener]>
     private let listenerLoop: EventLoop
@@ -35,7 +36,7 @@ public final class Server: Sendable {
         unixSocket: (path: String, inode: UInt)?, clientConnected: @escaping ClientConnected
     ) {
         self.descriptors = descriptors
-        addresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
+        boundAddresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
         self.listenerLoop = listenerLoop
         self.connectionLoops = connectionLoops
         self.limit = limit

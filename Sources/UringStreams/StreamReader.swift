@@ -66,18 +66,18 @@ public final class StreamReader: Sendable {
 
     func feed(_ bytes: Bytes) {
         guard bytes.count > 0 else { return }
-        var pause: StreamTransport?
         let waiter = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
             assert(!state.eof, "feedData after feedEOF")
             state.buffer.append(bytes)
             if !state.paused, state.buffer.count > 2 * limit, let transport = state.transport {
+                // Under the lock, so pause and resume reach the transport in the order decided
+                // here; a reader on another thread must not resume before this pause lands.
                 state.paused = true
-                pause = transport
+                transport.pauseReading()
             }
             return state.waiter.take()
         }
         waiter?.resume()
-        pause?.pauseReading()
     }
 
     /// Marks the end of the stream and wakes a waiting read (asyncio `feed_eof`).
@@ -125,12 +125,12 @@ public final class StreamReader: Sendable {
         if n < 0 {
             // Wait for EOF without consuming, so a cancelled read(-1) leaves every byte in place.
             while true {
-                let done = try state.withLock { state -> Bool in
+                let (done, seen) = try state.withLock { state -> (Bool, Int) in
                     if let error = state.exception { throw error }
-                    return state.eof
+                    return (state.eof, state.buffer.count)
                 }
                 if done { break }
-                try await waitForData()
+                try await waitForData(moreThan: seen)
             }
             return take { $0.buffer.count }
         }
@@ -140,7 +140,7 @@ public final class StreamReader: Sendable {
                 return !state.buffer.isEmpty || state.eof
             }
             if ready { break }
-            try await waitForData()
+            try await waitForData(moreThan: 0)
         }
         return take { Swift.min(n, $0.buffer.count) }
     }
@@ -158,15 +158,14 @@ public final class StreamReader: Sendable {
         } catch let error as IncompleteReadError {
             return error.partial
         } catch let error as LimitOverrunError {
-            let resume = state.withLock { state -> StreamTransport? in
+            state.withLock { state in
                 if state.buffer.hasPrefix([UInt8(ascii: "\n")], at: error.consumed) {
                     state.buffer.drop(error.consumed + 1)
                 } else {
                     state.buffer.removeAll()
                 }
-                return Self.resumeIfDrained(&state, limit: limit)
+                Self.resumeIfDrained(&state, limit: limit)
             }
-            resume?.resumeReading()
             throw error
         }
     }
@@ -200,7 +199,7 @@ public final class StreamReader: Sendable {
         try checkException()
         var offset = 0
         while true {
-            enum Step { case found(end: Int), wait }
+            enum Step { case found(end: Int), wait(seen: Int) }
             let step = try state.withLock { state -> Step in
                 if let error = state.exception { throw error }
                 let count = state.buffer.count
@@ -233,13 +232,13 @@ public final class StreamReader: Sendable {
                     let partial = state.buffer.take(state.buffer.count, copied: &copied)
                     throw IncompleteReadError(partial: partial, expected: nil)
                 }
-                return .wait
+                return .wait(seen: count)
             }
             switch step {
             case .found(let end):
                 return take { _ in end }
-            case .wait:
-                try await waitForData()
+            case .wait(let seen):
+                try await waitForData(moreThan: seen)
             }
         }
     }
@@ -255,18 +254,18 @@ public final class StreamReader: Sendable {
         try checkException()
         if n == 0 { return Bytes() }
         while true {
-            let ready = try state.withLock { state -> Bool in
+            let (ready, seen) = try state.withLock { state -> (Bool, Int) in
                 if let error = state.exception { throw error }
-                if state.buffer.count >= n { return true }
+                if state.buffer.count >= n { return (true, 0) }
                 if state.eof {
                     var copied = 0
                     let partial = state.buffer.take(state.buffer.count, copied: &copied)
                     throw IncompleteReadError(partial: partial, expected: n)
                 }
-                return false
+                return (false, state.buffer.count)
             }
             if ready { break }
-            try await waitForData()
+            try await waitForData(moreThan: seen)
         }
         return take { _ in n }
     }
@@ -280,41 +279,45 @@ public final class StreamReader: Sendable {
     /// Takes `count(state)` bytes from the front, resuming the transport when the buffer drained.
     private func take(_ count: (State) -> Int) -> Bytes {
         var copied = 0
-        let (bytes, resume) = state.withLock { state -> (Bytes, StreamTransport?) in
+        let (bytes, transport) = state.withLock { state -> (Bytes, StreamTransport?) in
             let bytes = state.buffer.take(count(state), copied: &copied)
-            return (bytes, Self.resumeIfDrained(&state, limit: limit))
+            Self.resumeIfDrained(&state, limit: limit)
+            return (bytes, state.transport)
         }
-        if copied > 0, let transport = resume ?? state.withLock({ $0.transport }) {
-            transport.loop.recordCopiedOnReceive(copied)
-        }
-        resume?.resumeReading()
+        if copied > 0, let transport { transport.loop.recordCopiedOnReceive(copied) }
         return bytes
     }
 
-    private static func resumeIfDrained(_ state: inout State, limit: Int) -> StreamTransport? {
-        guard state.paused, state.buffer.count <= limit, let transport = state.transport else { return nil }
-        state.paused = false
-        return transport
+    /// Resumes the transport once reads brought the buffer down to `limit` (under the lock).
+    private static func resumeIfDrained(_ state: inout State, limit: Int) {
+        guard state.buffer.count <= limit else { return }
+        resume(&state)
     }
 
-    /// Waits until data, EOF or an error arrives. Waiting while paused would deadlock (a read of
-    /// more than 2 × limit bytes), so reading resumes first, as asyncio's `_wait_for_data` does.
-    private func waitForData() async throws {
-        let resume = try state.withLock { state -> StreamTransport? in
+    /// Resumes a paused transport (under the lock, see `feed`).
+    private static func resume(_ state: inout State) {
+        guard state.paused, let transport = state.transport else { return }
+        state.paused = false
+        transport.resumeReading()
+    }
+
+    /// Waits until more than `seen` bytes are buffered, or EOF or an error arrives. `seen` is what
+    /// the caller's check observed: bytes fed between that check and this wait must not be
+    /// missed. Waiting while paused would deadlock (a read of more than 2 × limit bytes), so
+    /// reading resumes first, as asyncio's `_wait_for_data` does.
+    private func waitForData(moreThan seen: Int) async throws {
+        try state.withLock { state in
             if state.waiting { throw StreamError.readInProgress }
             state.waiting = true
-            guard state.paused, let transport = state.transport else { return nil }
-            state.paused = false
-            return transport
+            Self.resume(&state)
         }
         defer { state.withLock { $0.waiting = false } }
-        resume?.resumeReading()
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                 enum Outcome { case wait, ready, cancelled }
                 let outcome = state.withLock { state -> Outcome in
                     if Task.isCancelled { return .cancelled }
-                    if state.exception != nil || state.eof { return .ready }
+                    if state.exception != nil || state.eof || state.buffer.count > seen { return .ready }
                     state.waiter = continuation
                     return .wait
                 }

@@ -6,10 +6,21 @@
 #ifndef CURING_H
 #define CURING_H
 
-// Only liburing itself: system headers come to Swift through Glibc, and including them here too
-// would give clang two differing copies of the same declarations.
-#include <liburing.h>
+// liburing.h defines _XOPEN_SOURCE and _GNU_SOURCE before including system headers, which would
+// give this module its own copy of e.g. fd_set that clashes with Swift's Glibc module on a clean
+// build. Including those headers first makes them resolve to the Glibc module's copies.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <inttypes.h>
+#include <time.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdint.h>
+#include <liburing.h>
 
 // Flag values whose liburing definitions are expressions Swift does not import.
 enum {

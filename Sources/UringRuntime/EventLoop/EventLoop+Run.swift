@@ -24,6 +24,8 @@ extension EventLoop {
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
             outcome.withLock { $0 = result }
+            // Stop from inside the loop: a finished main task must not leave it asleep in the ring.
+            loop.requestStop()
         }
         try loop.runLoop { outcome.withLock { $0 != nil } }
         loop.shutDownRing()

@@ -35,8 +35,10 @@ package enum Resolver {
         var list: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &list)
         guard status == 0 else {
-            let message = String(cString: gai_strerror(status))
-            return .failure(.system(errno: status == EAI_SYSTEM ? errno : ENOENT, operation: "getaddrinfo(\(host ?? "nil")): \(message)"))
+            // Like Python's socket.gaierror: the resolver's own (negative) code; `errno` only
+            // means something for EAI_SYSTEM.
+            let code = status == EAI_SYSTEM ? errno : status
+            return .failure(.system(errno: code, operation: "getaddrinfo(\(host ?? "nil"), \(port))"))
         }
         defer { freeaddrinfo(list) }
         var addresses: [SocketAddress] = []

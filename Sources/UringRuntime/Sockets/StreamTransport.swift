@@ -301,7 +301,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
             state.readingPaused = true
             return true
         }
-        if changed { onLoop { $0.stopReceiving() } }
+        if changed { onLoop { $0.syncReceive() } }
     }
 
     /// Receives again after ``pauseReading()`` (asyncio `resume_reading`).
@@ -311,7 +311,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
             state.readingPaused = false
             return true
         }
-        if changed { onLoop { $0.armReceive() } }
+        if changed { onLoop { $0.syncReceive() } }
     }
 
     /// Whether the transport is receiving (asyncio `is_reading`).
@@ -326,28 +326,34 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     }
 
     private func armReceive() {
-        guard !receiveArmed, !eofReceived, !closeStarted, !descriptorClosed else {
-            // A cancel is still on its way; re-arm when it lands.
-            if receiveArmed { receiveCancelRequested = false }
-            return
-        }
-        let paused = state.withLock { $0.readingPaused || $0.closing }
-        guard !paused else { return }
+        guard !receiveArmed, !eofReceived, !closeStarted, !descriptorClosed else { return }
         receiveArmed = true
         receiveCancelRequested = false
         receiveUserData = loop.submit(
             .receiveMultishot(fd: fileDescriptor, bufferGroup: loop.bufferPool.group), target: self, tag: Tag.receive)
     }
 
-    private func stopReceiving() {
-        guard receiveArmed, !receiveCancelRequested else { return }
-        receiveCancelRequested = true
-        loop.submitIgnoringResult(.cancel(target: receiveUserData))
+    /// Makes the receive match whether reading is wanted *now*, on the loop thread. Pause and
+    /// resume requests from other threads arrive here in any order; acting on the current wish
+    /// (not on the request) is what keeps a late "pause" from stopping a reader that resumed.
+    /// An armed receive whose cancel is in flight is re-synced when its final completion lands.
+    private func syncReceive() {
+        let wanted = state.withLock { !$0.readingPaused && !$0.closing }
+        if wanted {
+            armReceive()
+        } else if receiveArmed, !receiveCancelRequested {
+            receiveCancelRequested = true
+            loop.submitIgnoringResult(.cancel(target: receiveUserData))
+        }
     }
 
     private func receiveCompleted(_ completion: Completion) {
         let result = completion.result
-        if !completion.hasMore { receiveArmed = false }
+        let cancelled = receiveCancelRequested
+        if !completion.hasMore {
+            receiveArmed = false
+            receiveCancelRequested = false
+        }
         if result > 0, let id = completion.bufferID {
             loop.counters.bytesReceived += Int(result)
             let pool = loop.bufferPool!
@@ -380,14 +386,12 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
             }
         } else if result < 0 && result != -ECANCELED {
             fail(StreamError.from(errno: -result, operation: "recv"))
-        } else if !completion.hasMore && !receiveCancelRequested {
+        } else if !completion.hasMore && !cancelled && result != -ECANCELED {
             // The kernel ended the multishot receive on its own (e.g. a full CQ ring): keep reading.
             rearmReceive()
-        } else if !completion.hasMore && receiveCancelRequested {
-            receiveCancelRequested = false
-            // Resumed while the cancel was in flight.
-            let wanted = state.withLock { !$0.readingPaused && !$0.closing }
-            if wanted { armReceive() }
+        } else if !completion.hasMore {
+            // Our cancel landed; reading may have been wanted again meanwhile.
+            syncReceive()
         }
         if !completion.hasMore { tryFinishClose() }
     }
@@ -395,7 +399,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     fileprivate func rearmReceive() {
         guard !receiveArmed, !eofReceived, !closeStarted else { return }
         loop.counters.receiveRearms += 1
-        armReceive()
+        syncReceive()
     }
 
     package override func complete(_ completion: Completion, tag: UInt64) {
@@ -417,7 +421,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
         }
         guard first else { return }
         onLoop { transport in
-            transport.stopReceiving()
+            transport.syncReceive()
             transport.flush()
         }
     }
@@ -458,7 +462,10 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     private func beginClose() {
         guard !closeStarted else { return }
         closeStarted = true
-        stopReceiving()
+        if receiveArmed, !receiveCancelRequested {
+            receiveCancelRequested = true
+            loop.submitIgnoringResult(.cancel(target: receiveUserData))
+        }
         let sending = state.withLock { $0.sendInFlight }
         if sending { loop.submitIgnoringResult(.cancel(target: sendUserData)) }
         tryFinishClose()
