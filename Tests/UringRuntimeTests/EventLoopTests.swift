@@ -58,7 +58,8 @@ struct EventLoopTests {
                 }
             }
             #expect(seen.withLock { $0 } == Array(0..<1000))
-            #expect(allOnLoop.load(ordering: .relaxed))
+            let everyRunWasOnTheLoop = allOnLoop.load(ordering: .relaxed)
+            #expect(everyRunWasOnTheLoop)
             try await group.shutdown()
         }
     }
@@ -114,7 +115,7 @@ struct EventLoopTests {
 
     @Test func unavailableIoUringIsReportedWithCauseAndFix() throws {
         let reason = "io_uring is disabled by the kernel.io_uring_disabled sysctl (value 2; EPERM)."
-        let group = EventLoopGroup(loopCount: 1, configuration: .init(), makeRing: { throw RingError.unavailable(reason: reason) })
+        let group = groupWithoutRing(reason)
         #expect(group.unavailableReason == .ioUringUnavailable(reason))
         #expect(throws: StreamError.ioUringUnavailable(reason)) { try group.next().requireRing() }
         let seccomp = RingError.setupFailure(errno: EPERM)
@@ -124,11 +125,13 @@ struct EventLoopTests {
 
     @Test func loopWithoutIoUringStillRunsTasksButRefusesIO() async throws {
         try await withDeadline {
-            let group = EventLoopGroup(loopCount: 1, configuration: .init(), makeRing: { throw RingError.unavailable(reason: "off") })
+            let group = groupWithoutRing("off")
             let loop = group.next()
             let ran = await withTaskExecutorPreference(loop) { loop.inEventLoop }
             #expect(ran)
-            await #expect(throws: StreamError.ioUringUnavailable("off")) { try await loop.sleep(for: .milliseconds(1)) }
+            await #expect(throws: StreamError.ioUringUnavailable("off")) {
+                try await loop.sleep(for: .milliseconds(1))
+            }
             try await group.shutdown()
         }
     }

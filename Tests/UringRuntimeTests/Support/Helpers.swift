@@ -7,24 +7,34 @@ import Testing
 
 /// Fails instead of hanging: runs `body` and throws `TimedOut` after `seconds`, without waiting
 /// for a body that ignores cancellation.
+struct TimedOut: Error {}
+
+/// Whichever of the body and the timer finishes first resumes the waiting test.
+private final class FirstFinisher<T: Sendable>: Sendable {
+    private let continuation = Mutex<UnsafeContinuation<T, any Error>?>(nil)
+
+    init(_ continuation: UnsafeContinuation<T, any Error>) {
+        self.continuation.withLock { $0 = continuation }
+    }
+
+    /// Returns false when the other side finished first.
+    @discardableResult
+    func finish(_ result: Result<T, any Error>) -> Bool {
+        guard let waiting = continuation.withLock({ $0.take() }) else { return false }
+        waiting.resume(with: result)
+        return true
+    }
+}
+
 func withDeadline<T: Sendable>(_ seconds: Double = 10, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    struct TimedOut: Error {}
-    let outcome = Mutex<UnsafeContinuation<T, any Error>?>(nil)
-    let work = Mutex<Task<Void, Never>?>(nil)
-    return try await withUnsafeThrowingContinuation { continuation in
-        outcome.withLock { $0 = continuation }
-        let task = Task {
-            let result: Result<T, any Error>
-            do { result = .success(try await body()) } catch { result = .failure(error) }
-            outcome.withLock { $0.take() }?.resume(with: result)
+    try await withUnsafeThrowingContinuation { continuation in
+        let finisher = FirstFinisher(continuation)
+        let work = Task {
+            do { finisher.finish(.success(try await body())) } catch { finisher.finish(.failure(error)) }
         }
-        work.withLock { $0 = task }
         Task {
             try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
-            if let waiting = outcome.withLock({ $0.take() }) {
-                work.withLock { $0 }?.cancel()
-                waiting.resume(throwing: TimedOut())
-            }
+            if finisher.finish(.failure(TimedOut())) { work.cancel() }
         }
     }
 }
@@ -65,6 +75,13 @@ final class RecordingDelegate: StreamTransportDelegate, @unchecked Sendable {
         }
         Issue.record("event never came; saw \(events.withLock { $0 })")
     }
+}
+
+/// A one-loop group whose ring cannot be made, failing with `reason`.
+func groupWithoutRing(_ reason: String) -> EventLoopGroup {
+    EventLoopGroup(
+        loopCount: 1, configuration: .init(),
+        makeRing: { () throws(RingError) -> any RingBackend in throw RingError.unavailable(reason: reason) })
 }
 
 /// A one-loop group whose ring is `ring`.
