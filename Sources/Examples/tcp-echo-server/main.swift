@@ -87,13 +87,18 @@ func pythonSocketName(_ address: SocketAddress) -> String {
 }
 
 /// Turns each signal into `server.close()`, which makes `serveForever()`
-/// return; the caller keeps the sources alive while serving.
+/// return, and `closeClients()`, without which the wait for connections to
+/// end would last as long as the idlest client stays connected. The caller
+/// keeps the sources alive while serving.
 func closeOnSignals(_ signals: [Int32], server: Server) -> [any DispatchSourceSignal] {
     signals.map { signalNumber in
         // The default action would kill the process before the source runs.
         signal(signalNumber, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler { server.close() }
+        source.setEventHandler {
+            server.close()
+            server.closeClients()
+        }
         source.resume()
         return source
     }
