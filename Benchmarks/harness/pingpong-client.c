@@ -1,0 +1,574 @@
+/*
+ * pingpong-client: closed-loop load generator for TCP echo servers.
+ *
+ * Each connection keeps exactly one SIZE-byte message in flight: send it,
+ * wait for the whole echo, check it byte for byte, send the next. The
+ * latency of every request (first send attempt -> last echoed byte) goes
+ * into a fixed log-linear histogram, so the hot path never allocates.
+ *
+ * Single thread, level-triggered epoll, loopback only (this is a benchmark,
+ * not a traffic generator). Prints one JSON line on stdout; any protocol
+ * error (mismatch, EOF, stall) is fatal with exit status 1.
+ *
+ *   pingpong-client --host 127.0.0.1 --port N [--connections C] [--size S]
+ *                   [--duration SEC] [--warmup SEC] [--server-pid PID]
+ *   pingpong-client --print-free-port     (helper for run-pingpong.sh)
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NS_PER_S 1000000000ull
+
+static _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static _Noreturn void fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pingpong-client: FATAL: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t process_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- histogram ------------------------------------------------------------ */
+
+/*
+ * Log-linear buckets over nanoseconds: values below 2^SUB_BITS get their own
+ * bucket; above that every power of two is split into 2^SUB_BITS equal
+ * buckets, so the relative bucket width is at most 1/64 (~1.6%).
+ */
+#define SUB_BITS 6
+#define SUB_COUNT (1u << SUB_BITS)
+#define GROUPS (64 - SUB_BITS + 1)
+#define NBUCKETS (GROUPS * SUB_COUNT)
+
+struct histogram {
+    uint64_t count[NBUCKETS];
+    uint64_t n, min, max;
+    long double sum;
+};
+
+static unsigned bucket_of(uint64_t v)
+{
+    if (v < SUB_COUNT)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned shift = msb - SUB_BITS;
+    unsigned group = shift + 1;
+    return (group << SUB_BITS) | (unsigned)((v >> shift) & (SUB_COUNT - 1));
+}
+
+/* Midpoint of a bucket's [low, low + width) range. */
+static double bucket_mid(unsigned idx)
+{
+    if (idx < SUB_COUNT)
+        return (double)idx;
+    unsigned group = idx >> SUB_BITS, sub = idx & (SUB_COUNT - 1);
+    unsigned shift = group - 1;
+    double low = (double)((uint64_t)(SUB_COUNT + sub) << shift);
+    return low + (double)(1ull << shift) / 2.0;
+}
+
+static void hist_reset(struct histogram *h)
+{
+    memset(h, 0, sizeof *h);
+    h->min = UINT64_MAX;
+}
+
+static inline void hist_record(struct histogram *h, uint64_t v)
+{
+    h->count[bucket_of(v)]++;
+    h->n++;
+    h->sum += (long double)v;
+    if (v < h->min)
+        h->min = v;
+    if (v > h->max)
+        h->max = v;
+}
+
+/* Value at quantile q in ns (bucket midpoint, clamped to the exact min/max). */
+static double hist_quantile(const struct histogram *h, double q)
+{
+    if (h->n == 0)
+        return 0.0;
+    uint64_t rank = (uint64_t)(q * (double)h->n + 0.999999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > h->n)
+        rank = h->n;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < NBUCKETS; i++) {
+        seen += h->count[i];
+        if (seen >= rank) {
+            double v = bucket_mid(i);
+            if (v < (double)h->min)
+                v = (double)h->min;
+            if (v > (double)h->max)
+                v = (double)h->max;
+            return v;
+        }
+    }
+    return (double)h->max;
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+struct options {
+    const char *host;
+    const char *port;
+    unsigned connections;
+    size_t size;
+    double duration, warmup, stall_timeout;
+    long server_pid;
+};
+
+static void usage(FILE *out)
+{
+    fputs("usage: pingpong-client --host 127.0.0.1 --port N [options]\n"
+          "  --connections C    concurrent connections, one message each (default 1)\n"
+          "  --size S           message size in bytes (default 64)\n"
+          "  --duration SEC     measured seconds (default 3)\n"
+          "  --warmup SEC       unmeasured seconds first (default 1)\n"
+          "  --server-pid PID   also report that process's CPU time in the window\n"
+          "  --stall-timeout S  fail if an echo takes longer (default 5)\n"
+          "  --print-free-port  print a currently free loopback port and exit\n",
+          out);
+}
+
+static double parse_double(const char *name, const char *s, double lo, double hi)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "invalid %s '%s'\n", name, s);
+        exit(2);
+    }
+    return v;
+}
+
+static int print_free_port(void)
+{
+    /* The kernel hands out an unused ephemeral port; we release it at once,
+     * so this is only a hint (fine for a benchmark script). */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        fatal("free port: %s", strerror(errno));
+    printf("%d\n", ntohs(a.sin_port));
+    close(fd);
+    return 0;
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+    *o = (struct options){ .host = "127.0.0.1", .connections = 1, .size = 64,
+                           .duration = 3.0, .warmup = 1.0, .stall_timeout = 5.0,
+                           .server_pid = -1 };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strcmp(a, "--print-free-port") == 0)
+            exit(print_free_port());
+        if (i + 1 >= argc) {
+            fprintf(stderr, "missing value for %s\n", a);
+            usage(stderr);
+            exit(2);
+        }
+        const char *v = argv[++i];
+        if (strcmp(a, "--host") == 0)
+            o->host = v;
+        else if (strcmp(a, "--port") == 0)
+            o->port = v, (void)parse_double("port", v, 1, 65535);
+        else if (strcmp(a, "--connections") == 0)
+            o->connections = (unsigned)parse_double("connections", v, 1, 100000);
+        else if (strcmp(a, "--size") == 0)
+            o->size = (size_t)parse_double("size", v, 1, 64.0 * 1024 * 1024);
+        else if (strcmp(a, "--duration") == 0)
+            o->duration = parse_double("duration", v, 0.01, 86400);
+        else if (strcmp(a, "--warmup") == 0)
+            o->warmup = parse_double("warmup", v, 0, 86400);
+        else if (strcmp(a, "--stall-timeout") == 0)
+            o->stall_timeout = parse_double("stall-timeout", v, 0.01, 3600);
+        else if (strcmp(a, "--server-pid") == 0)
+            o->server_pid = (long)parse_double("server-pid", v, 1, 1e9);
+        else {
+            fprintf(stderr, "unknown option %s\n", a);
+            usage(stderr);
+            exit(2);
+        }
+    }
+    if (o->port == NULL) {
+        usage(stderr);
+        exit(2);
+    }
+}
+
+/* ---- server CPU accounting ------------------------------------------------ */
+
+/* utime+stime of the whole process (all threads, io_uring workers
+ * included) in clock ticks, from /proc/PID/stat fields 14 and 15. */
+static long long proc_cpu_ticks(long pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        fatal("open %s: %s", path, strerror(errno));
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* comm (field 2) may contain spaces and ')', so parse from the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        fatal("cannot parse %s", path);
+    unsigned long long utime = 0, stime = 0;
+    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+        fatal("cannot parse %s", path);
+    return (long long)(utime + stime);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+struct conn {
+    int fd;
+    uint32_t id;
+    uint64_t seq;         /* requests issued on this connection */
+    const uint8_t *tx;    /* current message (a window into the pattern) */
+    uint8_t *rx;          /* echo lands here */
+    size_t sent, rcvd;
+    uint64_t t_start;
+    bool busy;            /* a request is in flight */
+    bool want_out;        /* EPOLLOUT armed because a send was short */
+};
+
+enum phase { WARMUP, MEASURE, DRAIN };
+
+struct client {
+    struct options o;
+    int ep;
+    struct conn *conns;
+    uint8_t *pattern;     /* size + 256 pseudo-random bytes */
+    enum phase phase;
+    uint64_t t_measure_start, t_measure_end;
+    struct histogram hist;
+    unsigned busy;
+};
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return false;
+}
+
+static int connect_one(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fatal("socket: %s", strerror(errno));
+    /* A bounded blocking connect: SO_SNDTIMEO also limits connect(). */
+    struct timeval tv = { .tv_sec = 5 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+        fatal("connect: %s", strerror(errno));
+    int one = 1;
+    /* Without NODELAY a small message could sit behind Nagle. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+        fatal("fcntl: %s", strerror(errno));
+    return fd;
+}
+
+static void set_events(struct client *cl, struct conn *c, bool want_out)
+{
+    if (c->want_out == want_out)
+        return;
+    struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.u32 = c->id };
+    if (epoll_ctl(cl->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        fatal("epoll_ctl: %s", strerror(errno));
+    c->want_out = want_out;
+}
+
+static void flush_send(struct client *cl, struct conn *c)
+{
+    while (c->sent < cl->o.size) {
+        ssize_t n = send(c->fd, c->tx + c->sent, cl->o.size - c->sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->sent += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            set_events(cl, c, true);
+            return;
+        } else {
+            fatal("conn %u: send: %s", c->id, n == 0 ? "returned 0" : strerror(errno));
+        }
+    }
+    set_events(cl, c, false);
+}
+
+static void start_request(struct client *cl, struct conn *c)
+{
+    /* Each request uses a different window into the pattern, so a stale,
+     * duplicated or cross-connection echo does not compare equal. */
+    size_t shift = (size_t)((c->seq * 37u + c->id * 101u) % 251u);
+    c->tx = cl->pattern + shift;
+    c->seq++;
+    c->sent = c->rcvd = 0;
+    c->busy = true;
+    cl->busy++;
+    c->t_start = now_ns();
+    flush_send(cl, c);
+}
+
+static void report_mismatch(const struct client *cl, const struct conn *c)
+{
+    size_t i = 0;
+    while (i < cl->o.size && c->rx[i] == c->tx[i])
+        i++;
+    fatal("conn %u request %llu: echo mismatch at byte %zu of %zu: got 0x%02x, want 0x%02x",
+          c->id, (unsigned long long)c->seq, i, cl->o.size, c->rx[i], c->tx[i]);
+}
+
+static void on_readable(struct client *cl, struct conn *c)
+{
+    for (;;) {
+        if (!c->busy) {
+            /* Bytes with nothing in flight: the server sent too much. */
+            uint8_t extra;
+            ssize_t n = recv(c->fd, &extra, 1, 0);
+            if (n > 0)
+                fatal("conn %u: unexpected extra byte from server", c->id);
+            if (n == 0)
+                fatal("conn %u: server closed the connection", c->id);
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            fatal("conn %u: recv: %s", c->id, strerror(errno));
+        }
+        /* Never read past this message: extra bytes surface above. */
+        ssize_t n = recv(c->fd, c->rx + c->rcvd, cl->o.size - c->rcvd, 0);
+        if (n == 0)
+            fatal("conn %u: server closed the connection mid-request", c->id);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EINTR)
+                continue;
+            fatal("conn %u: recv: %s", c->id, strerror(errno));
+        }
+        c->rcvd += (size_t)n;
+        if (c->rcvd > c->sent)
+            fatal("conn %u: echo arrived before it was sent", c->id);
+        if (c->rcvd < cl->o.size)
+            continue;
+
+        uint64_t t = now_ns();
+        if (memcmp(c->rx, c->tx, cl->o.size) != 0)
+            report_mismatch(cl, c);
+        c->busy = false;
+        cl->busy--;
+        /* Count only requests wholly inside the window. */
+        if (cl->phase == MEASURE && c->t_start >= cl->t_measure_start)
+            hist_record(&cl->hist, t - c->t_start);
+        if (cl->phase != DRAIN)
+            start_request(cl, c);
+        return; /* level-triggered epoll brings us back for the next echo */
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static struct client client;
+    struct client *cl = &client;
+    parse_args(argc, argv, &cl->o);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV };
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(cl->o.host, cl->o.port, &hints, &res);
+    if (gai != 0)
+        fatal("%s: %s", cl->o.host, gai_strerror(gai));
+    /* Refuse anything that is not loopback: this tool must never load a
+     * remote machine. */
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
+        if (!is_loopback(ai->ai_addr))
+            fatal("refusing non-loopback host '%s'", cl->o.host);
+
+    size_t size = cl->o.size;
+    cl->pattern = malloc(size + 256);
+    cl->conns = calloc(cl->o.connections, sizeof *cl->conns);
+    if (cl->pattern == NULL || cl->conns == NULL)
+        fatal("out of memory");
+    uint64_t x = 0x9E3779B97F4A7C15ull; /* xorshift64: cheap, non-repeating */
+    for (size_t i = 0; i < size + 256; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        cl->pattern[i] = (uint8_t)(x >> 32);
+    }
+
+    cl->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (cl->ep < 0)
+        fatal("epoll_create1: %s", strerror(errno));
+    for (unsigned i = 0; i < cl->o.connections; i++) {
+        struct conn *c = &cl->conns[i];
+        c->id = i;
+        c->fd = connect_one(res);
+        c->rx = malloc(size);
+        if (c->rx == NULL)
+            fatal("out of memory");
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+        if (epoll_ctl(cl->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+            fatal("epoll_ctl: %s", strerror(errno));
+    }
+    freeaddrinfo(res);
+
+    hist_reset(&cl->hist);
+    const uint64_t t0 = now_ns();
+    const uint64_t t_warm_end = t0 + (uint64_t)(cl->o.warmup * 1e9);
+    const uint64_t t_end = t_warm_end + (uint64_t)(cl->o.duration * 1e9);
+    const uint64_t stall_ns = (uint64_t)(cl->o.stall_timeout * 1e9);
+    long long cpu_ticks0 = 0, cpu_ticks1 = 0;
+    uint64_t client_cpu0 = 0, client_cpu1 = 0;
+    cl->phase = WARMUP;
+
+    for (unsigned i = 0; i < cl->o.connections; i++)
+        start_request(cl, &cl->conns[i]);
+
+    enum { MAX_EVENTS = 256 };
+    struct epoll_event events[MAX_EVENTS];
+    uint64_t t_drain_deadline = 0;
+    for (;;) {
+        uint64_t t = now_ns();
+        /* Phase changes happen here, between event batches. */
+        if (cl->phase == WARMUP && t >= t_warm_end) {
+            cl->phase = MEASURE;
+            if (cl->o.server_pid > 0)
+                cpu_ticks0 = proc_cpu_ticks(cl->o.server_pid);
+            client_cpu0 = process_cpu_ns();
+            cl->t_measure_start = now_ns();
+        }
+        if (cl->phase == MEASURE && t >= t_end) {
+            cl->t_measure_end = now_ns();
+            client_cpu1 = process_cpu_ns();
+            if (cl->o.server_pid > 0)
+                cpu_ticks1 = proc_cpu_ticks(cl->o.server_pid);
+            cl->phase = DRAIN;
+            t_drain_deadline = t + stall_ns;
+        }
+        if (cl->phase == DRAIN && cl->busy == 0)
+            break;
+        if (cl->phase == DRAIN && t >= t_drain_deadline)
+            fatal("%u request(s) still unanswered %.1f s after the end", cl->busy,
+                  cl->o.stall_timeout);
+
+        uint64_t next = cl->phase == WARMUP ? t_warm_end
+                      : cl->phase == MEASURE ? t_end : t_drain_deadline;
+        int timeout_ms = (int)((next - t) / 1000000u) + 1;
+        int n = epoll_wait(cl->ep, events, MAX_EVENTS, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            fatal("epoll_wait: %s", strerror(errno));
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = &cl->conns[events[i].data.u32];
+            if (events[i].events & EPOLLOUT)
+                flush_send(cl, c);
+            if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                on_readable(cl, c);
+        }
+        if (n == 0) {
+            /* Quiet interval: make sure nobody is stuck. */
+            uint64_t tn = now_ns();
+            for (unsigned i = 0; i < cl->o.connections; i++) {
+                const struct conn *c = &cl->conns[i];
+                if (c->busy && tn - c->t_start > stall_ns)
+                    fatal("conn %u: no complete echo after %.1f s (%zu/%zu bytes back)",
+                          c->id, cl->o.stall_timeout, c->rcvd, size);
+            }
+        }
+    }
+
+    double secs = (double)(cl->t_measure_end - cl->t_measure_start) / 1e9;
+    const struct histogram *h = &cl->hist;
+    if (h->n == 0)
+        fatal("no request completed in the measured window");
+    double rps = (double)h->n / secs;
+    printf("{\"connections\":%u,\"size\":%zu,\"requests\":%llu,\"seconds\":%.3f,\"rps\":%.1f,"
+           "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
+           "\"min_us\":%.2f,\"mean_us\":%.2f,\"client_cpu_s\":%.3f",
+           cl->o.connections, size, (unsigned long long)h->n, secs, rps,
+           hist_quantile(h, 0.50) / 1e3, hist_quantile(h, 0.99) / 1e3,
+           hist_quantile(h, 0.999) / 1e3, (double)h->max / 1e3, (double)h->min / 1e3,
+           (double)(h->sum / (long double)h->n) / 1e3,
+           (double)(client_cpu1 - client_cpu0) / 1e9);
+    if (cl->o.server_pid > 0) {
+        double cpu = (double)(cpu_ticks1 - cpu_ticks0) / (double)sysconf(_SC_CLK_TCK);
+        printf(",\"server_cpu_s\":%.3f,\"rps_per_server_cpu_s\":", cpu);
+        if (cpu > 0)
+            printf("%.1f", (double)h->n / cpu);
+        else
+            printf("null");
+    }
+    printf("}\n");
+    fflush(stdout);
+
+    for (unsigned i = 0; i < cl->o.connections; i++) {
+        close(cl->conns[i].fd);
+        free(cl->conns[i].rx);
+    }
+    free(cl->conns);
+    free(cl->pattern);
+    close(cl->ep);
+    return 0;
+}
