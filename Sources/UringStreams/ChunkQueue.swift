@@ -112,7 +112,9 @@ struct ChunkQueue {
                 while local < length {
                     let found: Int? = chunk.withUnsafeBytes { raw in
                         let base = raw.baseAddress! + skip
-                        return memchr(base + local, Int32(firstByte), length - local).map { UnsafeRawPointer($0) - base }
+                        return memchr(base + local, Int32(firstByte), length - local).map {
+                            UnsafeRawPointer($0) - base
+                        }
                     }
                     guard let hit = found else { break }
                     let position = chunkStart + hit

@@ -40,7 +40,8 @@ public func openConnection(
                 if firstError == nil { firstError = error }
             }
         }
-        throw firstError ?? StreamError.system(errno: EHOSTUNREACH, operation: "getaddrinfo(\(host ?? "nil")): no address")
+        throw firstError
+            ?? StreamError.system(errno: EHOSTUNREACH, operation: "getaddrinfo(\(host ?? "nil")): no address")
     }
     return await adopt(fd, on: loop, limit: limit)
 }

@@ -194,7 +194,9 @@ public final class StreamReader: Sendable {
         guard let shortest = sorted.first else {
             throw StreamError.invalidArgument("Separator should contain at least one element")
         }
-        guard !shortest.isEmpty else { throw StreamError.invalidArgument("Separator should be at least one-byte string") }
+        guard !shortest.isEmpty else {
+            throw StreamError.invalidArgument("Separator should be at least one-byte string")
+        }
         let longest = sorted.last!.count
         try checkException()
         var offset = 0
@@ -224,7 +226,8 @@ public final class StreamReader: Sendable {
                     }
                     offset = Swift.max(0, count + 1 - longest)
                     if offset > limit {
-                        throw LimitOverrunError(message: "Separator is not found, and chunk exceed the limit", consumed: offset)
+                        throw LimitOverrunError(
+                            message: "Separator is not found, and chunk exceed the limit", consumed: offset)
                     }
                 }
                 if state.eof {

@@ -71,7 +71,8 @@ struct FaultInjectionTests {
             ring.deliver(Array("abc".utf8), to: receive)
             ring.complete(receive, result: -ECONNRESET)
             try await delegate.waitFor { if case .lost = $0 { return true } else { return false } }
-            #expect(delegate.events.withLock { $0 } == [.data(Array("abc".utf8)), .lost("\(StreamError.connectionReset)")])
+            #expect(
+                delegate.events.withLock { $0 } == [.data(Array("abc".utf8)), .lost("\(StreamError.connectionReset)")])
             #expect(transport.connectionError as? StreamError == .connectionReset)
             // The peer sees the descriptor closed: EOF.
             var byte: UInt8 = 0
@@ -113,7 +114,8 @@ struct FaultInjectionTests {
             ring.complete(receive, result: -ENOBUFS)
             let rearmed = try await ring.waitForSubmission(skipping: count) { $0.description == "recv-multishot" }
             #expect(rearmed.userData != 0)
-            #expect(try await eventually { loop.statistics.bufferExhaustions == 1 && loop.statistics.receiveRearms == 1 })
+            #expect(
+                try await eventually { loop.statistics.bufferExhaustions == 1 && loop.statistics.receiveRearms == 1 })
             try await group.shutdown()
         }
     }

@@ -4,7 +4,9 @@ final class ByteStorage: ManagedBuffer<Int, UInt8> {
     /// Storage holding a copy of `count` bytes produced by `initialize`.
     static func make(count: Int, _ initialize: (UnsafeMutableRawBufferPointer) -> Void) -> ByteStorage {
         let storage = ByteStorage.create(minimumCapacity: Swift.max(count, 1)) { _ in count } as! ByteStorage
-        storage.withUnsafeMutablePointerToElements { initialize(UnsafeMutableRawBufferPointer(start: $0, count: count)) }
+        storage.withUnsafeMutablePointerToElements {
+            initialize(UnsafeMutableRawBufferPointer(start: $0, count: count))
+        }
         return storage
     }
 

@@ -54,11 +54,13 @@ final class LoopThread: @unchecked Sendable {
         self.makeRing = makeRing
         sem_init(&started, 0, 0)
         let context = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, { raw in
-            let this = Unmanaged<LoopThread>.fromOpaque(raw!).takeRetainedValue()
-            this.main()
-            return nil
-        }, context)
+        let result = pthread_create(
+            &thread, nil,
+            { raw in
+                let this = Unmanaged<LoopThread>.fromOpaque(raw!).takeRetainedValue()
+                this.main()
+                return nil
+            }, context)
         // Without a thread there is no loop at all; like failing to allocate, this is not recoverable.
         precondition(result == 0, "UringStreams: pthread_create failed: \(String(cString: strerror(result)))")
         pthread_detach(thread)

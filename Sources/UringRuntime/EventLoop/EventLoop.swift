@@ -215,7 +215,8 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func armWake() {
-        ring.prepare(.read(fd: wakeFD, buffer: UnsafeMutableRawPointer(wakeBuffer), length: 8), userData: ReservedUserData.wake)
+        ring.prepare(
+            .read(fd: wakeFD, buffer: UnsafeMutableRawPointer(wakeBuffer), length: 8), userData: ReservedUserData.wake)
     }
 
     private func turn() throws(StreamError) {

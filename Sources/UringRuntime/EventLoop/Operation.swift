@@ -19,7 +19,8 @@ final class PendingOperation: CompletionTarget {
         loop.submitIgnoringResult(.cancel(target: userData))
     }
 
-    fileprivate func start(_ submission: Submission, on loop: EventLoop, continuation: UnsafeContinuation<Int32, Never>) {
+    fileprivate func start(_ submission: Submission, on loop: EventLoop, continuation: UnsafeContinuation<Int32, Never>)
+    {
         self.continuation = continuation
         inFlight = true
         userData = loop.submit(submission, target: self, tag: 0)

@@ -12,7 +12,8 @@ package enum Resolver {
     ///   - host: A name or numeric address; nil means the wildcard (with `passive`) or loopback.
     ///   - passive: Addresses to bind a server to (`AI_PASSIVE`).
     /// - Throws: ``StreamError/system(errno:operation:)`` with the resolver's message in `operation`.
-    package static func resolve(host: String?, port: Int, family: AddressFamily, passive: Bool) async throws(StreamError)
+    package static func resolve(host: String?, port: Int, family: AddressFamily, passive: Bool)
+        async throws(StreamError)
         -> [SocketAddress]
     {
         guard (0...65535).contains(port) else { throw StreamError.invalidArgument("port must be 0-65535, not \(port)") }
@@ -22,12 +23,16 @@ package enum Resolver {
             return [numeric]
         }
         let result: Result<[SocketAddress], StreamError> = await withCheckedContinuation { continuation in
-            pool.async { continuation.resume(returning: lookUp(host: host, port: port, family: family, passive: passive)) }
+            pool.async {
+                continuation.resume(returning: lookUp(host: host, port: port, family: family, passive: passive))
+            }
         }
         return try result.get()
     }
 
-    private static func lookUp(host: String?, port: Int, family: AddressFamily, passive: Bool) -> Result<[SocketAddress], StreamError> {
+    private static func lookUp(host: String?, port: Int, family: AddressFamily, passive: Bool) -> Result<
+        [SocketAddress], StreamError
+    > {
         var hints = addrinfo()
         hints.ai_family = family.rawValue
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

@@ -3,7 +3,9 @@ import Glibc
 /// Synchronous socket set-up calls. They never block on the network (creating, binding, setting
 /// options), so they run inline; everything that waits goes through the ring.
 package enum SocketDescriptor {
-    package static func make(family: AddressFamily, type: Int32 = Int32(SOCK_STREAM.rawValue)) throws(StreamError) -> Int32 {
+    package static func make(family: AddressFamily, type: Int32 = Int32(SOCK_STREAM.rawValue)) throws(StreamError)
+        -> Int32
+    {
         let fd = socket(family.rawValue, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw StreamError.from(errno: errno, operation: "socket") }
         return fd
@@ -52,7 +54,8 @@ package enum SocketDescriptor {
         var type: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 else {
-            throw StreamError.invalidArgument("file descriptor \(fd) is not a socket (\(String(cString: strerror(errno))))")
+            throw StreamError.invalidArgument(
+                "file descriptor \(fd) is not a socket (\(String(cString: strerror(errno))))")
         }
         length = socklen_t(MemoryLayout<Int32>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 else {

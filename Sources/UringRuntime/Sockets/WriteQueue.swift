@@ -21,7 +21,8 @@ struct WriteQueue {
         while index < chunks.count, count < capacity {
             let chunk = chunks[index]
             let skip = index == head ? headOffset : 0
-            iovecs[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: chunk.base! + skip), iov_len: chunk.count - skip)
+            iovecs[count] = iovec(
+                iov_base: UnsafeMutableRawPointer(mutating: chunk.base! + skip), iov_len: chunk.count - skip)
             count += 1
             index += 1
         }

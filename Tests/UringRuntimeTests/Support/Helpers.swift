@@ -26,7 +26,9 @@ private final class FirstFinisher<T: Sendable>: Sendable {
     }
 }
 
-func withDeadline<T: Sendable>(_ seconds: Double = 10, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+func withDeadline<T: Sendable>(_ seconds: Double = 10, _ body: @escaping @Sendable () async throws -> T) async throws
+    -> T
+{
     try await withUnsafeThrowingContinuation { continuation in
         let finisher = FirstFinisher(continuation)
         let work = Task {

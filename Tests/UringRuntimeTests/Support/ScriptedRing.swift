@@ -43,7 +43,9 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         switch submission {
         case .read(let readFD, _, _) where userData == 1:
             wakeFD = readFD
-            shared.withLock { $0.wakeRead = userData; $0.pending += 1 }
+            shared.withLock {
+                $0.wakeRead = userData; $0.pending += 1
+            }
             return
         case .sendMessage(let sendFD, let message, _):
             let header = message.assumingMemoryBound(to: msghdr.self).pointee
@@ -63,7 +65,9 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         default: text = "\(submission)"
         }
         let record = Recorded(userData: userData, description: text, sendPayload: payload, fd: fd)
-        shared.withLock { $0.submitted.append(record); $0.pending += 1 }
+        shared.withLock {
+            $0.submitted.append(record); $0.pending += 1
+        }
     }
 
     func submit(waitingFor minimumCompletions: Int) throws(RingError) {
