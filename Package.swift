@@ -11,6 +11,14 @@ let strictSwift: [SwiftSetting] = [
     .enableExperimentalFeature("Lifetimes"),
 ]
 
+/// An executable under Sources/Examples/<name> using the streams API and ArgumentParser.
+func example(_ name: String) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+        path: "Sources/Examples/\(name)", swiftSettings: strictSwift)
+}
+
 let package = Package(
     name: "UringStreams",
     platforms: [.macOS(.v15)],
@@ -34,30 +42,12 @@ let package = Package(
         .target(name: "UringRing", dependencies: ["CURing"], swiftSettings: strictSwift),
         .target(name: "UringRuntime", dependencies: ["UringRing"], swiftSettings: strictSwift),
         .target(name: "UringStreams", dependencies: ["UringRuntime"], swiftSettings: strictSwift),
-        .executableTarget(
-            name: "tcp-echo-client",
-            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/Examples/tcp-echo-client", swiftSettings: strictSwift),
-        .executableTarget(
-            name: "tcp-echo-server",
-            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/Examples/tcp-echo-server", swiftSettings: strictSwift),
-        .executableTarget(
-            name: "http-headers",
-            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/Examples/http-headers", swiftSettings: strictSwift),
-        .executableTarget(
-            name: "socketpair-wait",
-            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/Examples/socketpair-wait", swiftSettings: strictSwift),
-        .executableTarget(
-            name: "loopback-bench",
-            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/Examples/loopback-bench", swiftSettings: strictSwift),
-        .executableTarget(
-            name: "echo-bench-server",
-            dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/Examples/echo-bench-server", swiftSettings: strictSwift),
+        example("tcp-echo-client"),
+        example("tcp-echo-server"),
+        example("http-headers"),
+        example("socketpair-wait"),
+        example("loopback-bench"),
+        example("echo-bench-server"),
         .testTarget(name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
         .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
     ]

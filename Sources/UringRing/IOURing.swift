@@ -122,6 +122,8 @@ public final class IOURing: RingBackend {
             io_uring_prep_cancel64(sqe, target, 0)
         case .cancelAll(let fd):
             io_uring_prep_cancel_fd(sqe, fd, UInt32(IORING_ASYNC_CANCEL_ALL))
+        case .cancelEverything:
+            io_uring_prep_cancel64(sqe, 0, Int32(IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL))
         case .shutdown(let fd, let how):
             io_uring_prep_shutdown(sqe, fd, how)
         case .close(let fd):

@@ -20,6 +20,8 @@ public enum Submission {
     case cancel(target: UInt64)
     /// Cancels every operation on `fd`.
     case cancelAll(fd: Int32)
+    /// Cancels every operation in flight on the ring (loop shutdown).
+    case cancelEverything
     case shutdown(fd: Int32, how: Int32)
     case close(fd: Int32)
     case nop

@@ -14,14 +14,14 @@ public final class Server: Sendable {
         var servingForever = false
         var foreverWaiter: UnsafeContinuation<Void, Never>?
         var connections: [ObjectIdentifier: StreamTransport] = [:]
-        var closeWaiters: [UnsafeContinuation<Void, Never>] = []
+        var closeWaiters = Waiters<Never>()
     }
 
     /// The addresses the server listens on; empty once closed (asyncio `server.sockets`).
     public var addresses: [SocketAddress] { state.withLock { $0.closed } ? [] : boundAddresses }
     private let boundAddresses: [SocketAddress]
     private let descriptors: [Int32]
-    private let listeners: Mutex<[Listener]>
+    private let listeners = Locked<[Listener]>([])
     private let listenerLoop: EventLoop
     private let connectionLoops: [EventLoop]
     private let nextLoop = Atomic<Int>(0)
@@ -29,7 +29,7 @@ public final class Server: Sendable {
     private let backlog: Int
     private let clientConnected: ClientConnected
     private let unixSocket: (path: String, inode: UInt)?
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(
         descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], limit: Int, backlog: Int,
@@ -43,7 +43,6 @@ public final class Server: Sendable {
         self.backlog = backlog
         self.unixSocket = unixSocket
         self.clientConnected = clientConnected
-        listeners = Mutex([])
     }
 
     /// Starts accepting connections; does nothing when already serving.
@@ -100,17 +99,24 @@ public final class Server: Sendable {
         finishIfIdle()
     }
 
-    /// Waits until the server is closed and every connection it accepted has closed.
+    /// Waits until the server is closed and every connection it accepted has closed. Returns
+    /// early, without throwing, when the calling task is cancelled.
     ///
     /// Corresponds to asyncio `await server.wait_closed()` (3.12.1 and later).
     public func waitClosed() async {
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            let done = state.withLock { state -> Bool in
-                if state.closed && state.connections.isEmpty { return true }
-                state.closeWaiters.append(continuation)
-                return false
+        let id = state.withLock { $0.closeWaiters.reserveID() }
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                let done = state.withLock { state -> Bool in
+                    if state.closed && state.connections.isEmpty || Task.isCancelled { return true }
+                    state.closeWaiters.add(continuation, id: id)
+                    return false
+                }
+                if done { continuation.resume() }
             }
-            if done { continuation.resume() }
+        } onCancel: {
+            let waiter = state.withLock { $0.closeWaiters.remove(id) }
+            waiter?.resume()
         }
     }
 
@@ -217,8 +223,7 @@ public final class Server: Sendable {
     private func finishIfIdle() {
         let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
             guard state.closed, state.connections.isEmpty else { return [] }
-            defer { state.closeWaiters = [] }
-            return state.closeWaiters
+            return state.closeWaiters.takeAll()
         }
         for waiter in waiters { waiter.resume() }
     }

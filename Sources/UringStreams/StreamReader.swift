@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Buffered reading from a stream, as asyncio's `StreamReader`.
 ///
 /// Received data is kept as a queue of `Bytes` chunks; a read that lies within one chunk returns
@@ -22,7 +20,7 @@ public final class StreamReader: Sendable {
 
     /// The buffer limit: separators must be found within it, and it sets the flow-control marks.
     public let limit: Int
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// A standalone reader with the default limit (64 KiB), fed by hand.
     ///

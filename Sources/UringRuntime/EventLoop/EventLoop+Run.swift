@@ -19,7 +19,7 @@ extension EventLoop {
         let loop = try EventLoop(id: nextLoopID(), configuration: Configuration(), makeRing: defaultRing)
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()
         defer { CurrentLoopSlot.value = nil }
-        let outcome = Mutex<Result<T, any Error>?>(nil)
+        let outcome = Locked<Result<T, any Error>?>(nil)
         Task(executorPreference: loop) {
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
@@ -41,11 +41,11 @@ extension EventLoop {
 /// A loop running on a thread of its own, as `EventLoopGroup` starts them.
 final class LoopThread: @unchecked Sendable {
     // Sendable: `loop` is written by the new thread before it posts `started` and read by the
-    // creator only after waiting on it; `finished` is a Mutex.
+    // creator only after waiting on it; `finished` is locked.
     private(set) var loop: EventLoop?
     private var started = sem_t()
     private var thread = pthread_t()
-    private let finished = Mutex<(done: Bool, waiters: [UnsafeContinuation<Void, Never>])>((false, []))
+    private let finished = Locked<(done: Bool, waiters: [UnsafeContinuation<Void, Never>])>((false, []))
     private let configuration: EventLoop.Configuration
     private let makeRing: EventLoop.RingFactory
 

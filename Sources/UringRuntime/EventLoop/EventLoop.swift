@@ -15,15 +15,15 @@ import UringRing
 public final class EventLoop: @unchecked Sendable {
     // Sendable: all mutable state below the inbox is touched only on the loop's own thread (the
     // thread that created the ring, which SINGLE_ISSUER also enforces); other threads reach the loop
-    // only through `inbox` (a Mutex) and `publishedStatistics` (a Mutex).
+    // only through `inbox` and `publishedStatistics`, both locked.
 
     struct Inbox {
         var work: [LoopWork] = []
         var sleeping = false
     }
 
-    private let inbox = Mutex(Inbox())
-    private let publishedStatistics = Mutex(Statistics())
+    private let inbox = Locked(Inbox())
+    private let publishedStatistics = Locked(Statistics())
     private let stopRequested = Atomic<Bool>(false)
     // Copies can happen on any thread (a foreign task writing an array, a reader joining chunks).
     private let copiedOnSend = Atomic<Int>(0)
@@ -40,6 +40,12 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private var endOfTurn: [any EndOfTurnWork] = []
+    /// Targets the ring still holds (submitted, last completion not yet in).
+    private var operationsInFlight = 0
+    /// Connections and listeners, aborted when the loop shuts down.
+    private var resources: [ObjectIdentifier: WeakResource] = [:]
+    /// Set on the loop thread once shutdown began: nothing new is submitted.
+    private(set) var isStopping = false
     private var buffersWanted: [any EndOfTurnWork] = []
     var counters = Statistics()
     let configuration: Configuration
@@ -191,6 +197,7 @@ public final class EventLoop: @unchecked Sendable {
     /// names the operation for a later cancel. The loop keeps `target` alive until the last one.
     @discardableResult
     func submit(_ submission: Submission, target: CompletionTarget, tag: UInt64) -> UInt64 {
+        operationsInFlight += 1
         let address = UInt64(UInt(bitPattern: Unmanaged.passRetained(target).toOpaque()))
         let userData = address | tag
         ring.prepare(submission, userData: userData)
@@ -210,8 +217,37 @@ public final class EventLoop: @unchecked Sendable {
         while !isDone() && !stopRequested.load(ordering: .acquiring) {
             if ring != nil { try turn() } else { turnWithoutRing() }
         }
-        // Work already queued still runs: tasks finishing their last steps must not be dropped.
+        try finishOutstandingWork()
+    }
+
+    /// What asyncio.run does with leftover tasks: every connection and listener of the loop is
+    /// aborted and every operation in flight cancelled, so the tasks waiting on them resume (with
+    /// EOF, an error or CancellationError) and can finish; the loop turns until nothing is left in
+    /// the ring. Nothing submitted after this point reaches the kernel.
+    private func finishOutstandingWork() throws(StreamError) {
         runQueuedWork()
+        guard ring != nil else { return }
+        isStopping = true
+        for resource in resources.values { resource.value?.abortForShutdown() }
+        resources.removeAll()
+        submitIgnoringResult(.cancelEverything)
+        // Bounded: an operation the kernel does not cancel must not keep the thread forever.
+        var turns = 0
+        while operationsInFlight > 0 || !local.isEmpty || !endOfTurn.isEmpty, turns < 10_000 {
+            try turn()
+            turns += 1
+        }
+        runQueuedWork()
+    }
+
+    /// Registers a connection or listener to abort when the loop shuts down; on the loop thread.
+    func register(_ resource: some LoopResource) {
+        resources[ObjectIdentifier(resource)] = WeakResource(resource)
+    }
+
+    /// Forgets a closed resource; on the loop thread.
+    func unregister(_ resource: some LoopResource) {
+        resources[ObjectIdentifier(resource)] = nil
     }
 
     private func armWake() {
@@ -240,7 +276,10 @@ public final class EventLoop: @unchecked Sendable {
             if bufferPool.recycle() > 0 { resumeBufferWaiters() }
         }
         do {
-            try ring.submit(waitingFor: sleep && !stopRequested.load(ordering: .relaxed) ? 1 : 0)
+            // Once stopping, everything in flight was cancelled, so waiting for it cannot hang; with
+            // nothing in flight there is nothing to wait for (the wake-up read is not re-armed).
+            let block = sleep && (isStopping ? operationsInFlight > 0 : !stopRequested.load(ordering: .relaxed))
+            try ring.submit(waitingFor: block ? 1 : 0)
         } catch {
             throw StreamError(error)
         }
@@ -325,7 +364,7 @@ public final class EventLoop: @unchecked Sendable {
         case ReservedUserData.ignored:
             return
         case ReservedUserData.wake:
-            armWake()
+            if !isStopping { armWake() }
         default:
             let tag = completion.userData & ReservedUserData.tagMask
             let address = UInt(completion.userData & ~ReservedUserData.tagMask)
@@ -333,6 +372,7 @@ public final class EventLoop: @unchecked Sendable {
             if completion.hasMore {
                 target.takeUnretainedValue().complete(completion, tag: tag)
             } else {
+                operationsInFlight -= 1
                 target.takeRetainedValue().complete(completion, tag: tag)
             }
         }
@@ -350,4 +390,15 @@ public final class EventLoop: @unchecked Sendable {
 /// Work a loop runs at the end of a turn, e.g. a connection's gathered send of what was written.
 protocol EndOfTurnWork: AnyObject {
     func endOfTurn()
+}
+
+/// Something that holds a socket on a loop and must let go of it when the loop shuts down.
+protocol LoopResource: AnyObject {
+    /// Closes at once, failing whatever waits on it; on the loop thread.
+    func abortForShutdown()
+}
+
+struct WeakResource {
+    weak var value: (any LoopResource)?
+    init(_ value: any LoopResource) { self.value = value }
 }

@@ -32,7 +32,7 @@ extension EventLoop {
     /// failure, `-ECANCELED` when the task was cancelled while it waited). On the loop thread only.
     func perform(_ submission: Submission) async -> Int32 {
         precondition(inEventLoop, "perform must run on its loop")
-        if Task.isCancelled { return -ECANCELED }
+        if Task.isCancelled || isStopping { return -ECANCELED }
         let operation = PendingOperation()
         // Only touched on the loop: the cancel handler merely forwards it there.
         let handle = UncheckedOperation(operation)

@@ -3,7 +3,7 @@ import UringRing
 
 /// A listening socket that accepts with one multishot accept and hands each new descriptor to
 /// `onAccept`, on its loop's thread. Corresponds to asyncio's accept loop in `_accept_connection`.
-package final class Listener: CompletionTarget, @unchecked Sendable {
+package final class Listener: CompletionTarget, LoopResource, @unchecked Sendable {
     // Sendable: every mutable field is touched only on `loop`'s thread.
     package let loop: EventLoop
     package let fileDescriptor: Int32
@@ -25,7 +25,8 @@ package final class Listener: CompletionTarget, @unchecked Sendable {
     /// Starts accepting; on the loop thread.
     package func start() {
         precondition(loop.inEventLoop)
-        guard !armed, !stopping else { return }
+        guard !armed, !stopping, !loop.isStopping else { return }
+        loop.register(self)
         armed = true
         acceptUserData = loop.submit(.accept(fd: fileDescriptor, multishot: true), target: self, tag: 0)
     }
@@ -48,6 +49,7 @@ package final class Listener: CompletionTarget, @unchecked Sendable {
         guard stopping, !armed, !closed else { return }
         closed = true
         Glibc.close(fileDescriptor)
+        loop.unregister(self)
         let callbacks = onClosed
         onClosed = []
         for callback in callbacks { callback() }
@@ -75,6 +77,10 @@ package final class Listener: CompletionTarget, @unchecked Sendable {
         default:
             start()
         }
+    }
+
+    func abortForShutdown() {
+        close()
     }
 
     private func retryLater() {

@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 import UringRing
 
 /// What a transport reports, on its loop's thread (asyncio's protocol callbacks).
@@ -18,8 +17,8 @@ package protocol StreamTransportDelegate: AnyObject {
 ///
 /// Its synchronous members may be called from any thread; the I/O itself always happens on the
 /// loop thread. Corresponds to asyncio's socket transport (`writer.transport`).
-public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked Sendable {
-    // Sendable: `state` is a Mutex; every other mutable field is touched only on `loop`'s thread.
+public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResource, @unchecked Sendable {
+    // Sendable: `state` is locked; every other mutable field is touched only on `loop`'s thread.
 
     private struct State {
         var queue = WriteQueue()
@@ -61,7 +60,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     public let peerAddress: SocketAddress?
     /// The local address, captured when the connection was made.
     public let localAddress: SocketAddress?
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     // Loop-thread state.
     private var delegate: (any StreamTransportDelegate)?
@@ -69,6 +68,10 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     private var receiveUserData: UInt64 = 0
     private var receiveCancelRequested = false
     private var eofReceived = false
+    /// Data (and EOF) that arrived while reading was paused: asyncio's pause_reading promises that
+    /// nothing reaches the protocol until resume_reading, even what the kernel had in flight.
+    private var held: [Bytes] = []
+    private var heldEOF = false
     private var sendUserData: UInt64 = 0
     private var closeStarted = false
     private var descriptorClosed = false
@@ -98,7 +101,12 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     package func start(delegate: any StreamTransportDelegate) {
         precondition(loop.inEventLoop)
         self.delegate = delegate
+        loop.register(self)
         armReceive()
+    }
+
+    func abortForShutdown() {
+        abort()
     }
 
     // MARK: Writing
@@ -254,7 +262,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     private func wait(
         in list: WaitList, until isReady: (State) throws -> Bool
     ) async throws {
-        let id = Mutex<Int?>(nil)
+        let id = state.withLock { $0[list].reserveID() }
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                 enum Outcome { case wait, ready, fail(any Error) }
@@ -265,8 +273,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
                         return .fail(error)
                     }
                     if Task.isCancelled { return .fail(CancellationError()) }
-                    let waiterID = state[list].add(continuation)
-                    id.withLock { $0 = waiterID }
+                    state[list].add(continuation, id: id)
                     return .wait
                 }
                 switch outcome {
@@ -276,9 +283,9 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
                 }
             }
         } onCancel: {
-            let waiter = state.withLock { state in
-                id.withLock { $0 }.flatMap { state[list].remove($0) }
-            }
+            // Under the same lock as the add: either the waiter is there to take out, or the add
+            // comes later and sees Task.isCancelled.
+            let waiter = state.withLock { $0[list].remove(id) }
             waiter?.resume(throwing: CancellationError())
         }
     }
@@ -294,24 +301,27 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
 
     // MARK: Reading
 
-    /// Stops receiving until ``resumeReading()`` (asyncio `pause_reading`).
+    /// Stops delivering received data until ``resumeReading()``; from the moment this returns, no
+    /// data reaches the reader (asyncio `pause_reading`).
     public func pauseReading() {
         let changed = state.withLock { state -> Bool in
             guard !state.readingPaused, !state.closing else { return false }
             state.readingPaused = true
             return true
         }
-        if changed { onLoop { $0.syncReceive() } }
+        // Always through the loop's queue, never inline: callers may hold the reader's lock, and
+        // syncReceive may deliver held data to that reader.
+        if changed { loop.execute { self.syncReceive() } }
     }
 
-    /// Receives again after ``pauseReading()`` (asyncio `resume_reading`).
+    /// Delivers and receives again after ``pauseReading()`` (asyncio `resume_reading`).
     public func resumeReading() {
         let changed = state.withLock { state -> Bool in
             guard state.readingPaused, !state.closing else { return false }
             state.readingPaused = false
             return true
         }
-        if changed { onLoop { $0.syncReceive() } }
+        if changed { loop.execute { self.syncReceive() } }
     }
 
     /// Whether the transport is receiving (asyncio `is_reading`).
@@ -326,7 +336,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     }
 
     private func armReceive() {
-        guard !receiveArmed, !eofReceived, !closeStarted, !descriptorClosed else { return }
+        guard !receiveArmed, !eofReceived, !closeStarted, !descriptorClosed, !loop.isStopping else { return }
         receiveArmed = true
         receiveCancelRequested = false
         receiveUserData = loop.submit(
@@ -340,10 +350,35 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
     private func syncReceive() {
         let wanted = state.withLock { !$0.readingPaused && !$0.closing }
         if wanted {
+            deliverHeld()
             armReceive()
         } else if receiveArmed, !receiveCancelRequested {
             receiveCancelRequested = true
             loop.submitIgnoringResult(.cancel(target: receiveUserData))
+        }
+    }
+
+    private var deliveryPaused: Bool {
+        state.withLock { $0.readingPaused }
+    }
+
+    private func deliver(_ bytes: Bytes) {
+        if !held.isEmpty || deliveryPaused {
+            held.append(bytes)
+        } else {
+            delegate?.transport(self, received: bytes)
+        }
+    }
+
+    /// Hands over what arrived while paused, for as long as reading stays wanted (the reader may
+    /// pause again while taking it).
+    private func deliverHeld() {
+        while !held.isEmpty, !deliveryPaused {
+            delegate?.transport(self, received: held.removeFirst())
+        }
+        if held.isEmpty, heldEOF, !deliveryPaused {
+            heldEOF = false
+            delegate?.transportReceivedEOF(self)
         }
     }
 
@@ -358,21 +393,25 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
             loop.counters.bytesReceived += Int(result)
             let pool = loop.bufferPool!
             if pool.available >= pool.bufferCount / 8 {
-                delegate?.transport(self, received: pool.take(id: id, count: Int(result)))
+                deliver(pool.take(id: id, count: Int(result)))
             } else {
                 // Buffers are running out (readers holding many): copy so this one goes straight
                 // back and a slow reader cannot starve every other connection of the loop.
                 let bytes = Bytes(UnsafeRawBufferPointer(start: pool.address(of: id), count: Int(result)))
                 pool.giveBack(id: id)
                 loop.recordCopiedOnReceive(Int(result))
-                delegate?.transport(self, received: bytes)
+                deliver(bytes)
             }
         } else if let id = completion.bufferID {
             loop.bufferPool.giveBack(id: id)
         }
         if result == 0 {
             eofReceived = true
-            delegate?.transportReceivedEOF(self)
+            if held.isEmpty && !deliveryPaused {
+                delegate?.transportReceivedEOF(self)
+            } else {
+                heldEOF = true
+            }
         } else if result == -ENOBUFS {
             loop.counters.bufferExhaustions += 1
             if !completion.hasMore {
@@ -478,6 +517,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, @unchecked 
         guard !sending else { return }
         descriptorClosed = true
         Glibc.close(fileDescriptor)
+        loop.unregister(self)
         let (drainers, closers) = state.withLock { state in
             state.lost = true
             return (state.drainWaiters.takeAll(), state.closeWaiters.takeAll())

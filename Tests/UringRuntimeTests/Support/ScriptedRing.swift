@@ -26,6 +26,8 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         var bufferHead: UInt16 = 0
         var counters = RingCounters()
         var pending = 0
+        /// Operations submitted and not finished: what a cancel-everything completes.
+        var outstanding: [UInt64] = []
     }
 
     private let shared = Mutex(Shared())
@@ -59,14 +61,29 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
             text = "sendmsg"
         case .receiveMultishot(let receiveFD, _): text = "recv-multishot"; fd = receiveFD
         case .cancel(let target): text = "cancel \(target)"
+        case .cancelEverything:
+            // As the kernel does: every operation in flight ends with -ECANCELED.
+            shared.withLock { state in
+                for userData in state.outstanding {
+                    state.ready.append(Completion(userData: userData, result: -ECANCELED))
+                }
+                state.outstanding.removeAll()
+                if let wake = state.wakeRead {
+                    state.ready.append(Completion(userData: wake, result: -ECANCELED))
+                    state.wakeRead = nil
+                }
+            }
+            text = "cancel everything"
         case .connect(let connectFD, _, _): text = "connect"; fd = connectFD
         case .timeout: text = "timeout"
         case .accept(let acceptFD, _): text = "accept"; fd = acceptFD
         default: text = "\(submission)"
         }
         let record = Recorded(userData: userData, description: text, sendPayload: payload, fd: fd)
-        shared.withLock {
-            $0.submitted.append(record); $0.pending += 1
+        shared.withLock { state in
+            state.submitted.append(record)
+            state.pending += 1
+            if userData != 0 { state.outstanding.append(userData) }
         }
     }
 
@@ -128,8 +145,9 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
 
     /// Posts a completion for `userData`.
     func complete(_ userData: UInt64, result: Int32, more: Bool = false) {
-        shared.withLock {
-            $0.ready.append(Completion(userData: userData, result: result, flags: more ? CompletionFlags.more : 0))
+        shared.withLock { state in
+            state.ready.append(Completion(userData: userData, result: result, flags: more ? CompletionFlags.more : 0))
+            if !more, let index = state.outstanding.firstIndex(of: userData) { state.outstanding.remove(at: index) }
         }
     }
 
@@ -145,6 +163,7 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
             bytes.withUnsafeBytes { entry.address.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
             let flags = CompletionFlags.buffer | (more ? CompletionFlags.more : 0) | (UInt32(entry.id) << 16)
             state.ready.append(Completion(userData: userData, result: Int32(bytes.count), flags: flags))
+            if !more, let index = state.outstanding.firstIndex(of: userData) { state.outstanding.remove(at: index) }
         }
     }
 
