@@ -46,7 +46,7 @@ struct EventLoopTests {
         try await withDeadline {
             let group = EventLoopGroup(loopCount: 1)
             let loop = group.next()
-            let seen = Mutex<[Int]>([])
+            let seen = Locked<[Int]>([])
             let allOnLoop = Atomic<Bool>(true)
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 for i in 0..<1000 {

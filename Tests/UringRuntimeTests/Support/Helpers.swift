@@ -11,7 +11,7 @@ struct TimedOut: Error {}
 
 /// Whichever of the body and the timer finishes first resumes the waiting test.
 private final class FirstFinisher<T: Sendable>: Sendable {
-    private let continuation = Mutex<UnsafeContinuation<T, any Error>?>(nil)
+    private let continuation = Locked<UnsafeContinuation<T, any Error>?>(nil)
 
     init(_ continuation: UnsafeContinuation<T, any Error>) {
         self.continuation.withLock { $0 = continuation }
@@ -50,12 +50,12 @@ func socketPair() -> (Int32, Int32) {
 
 /// What a transport reported, for assertions.
 final class RecordingDelegate: StreamTransportDelegate, @unchecked Sendable {
-    // Sendable: `events` is a Mutex; the delegate methods run on the loop thread.
+    // Sendable: `events` is locked; the delegate methods run on the loop thread.
     enum Event: Equatable, Sendable {
         case data([UInt8]), eof, lost(String?)
     }
 
-    let events = Mutex<[Event]>([])
+    let events = Locked<[Event]>([])
 
     func transport(_ transport: StreamTransport, received bytes: Bytes) {
         events.withLock { $0.append(.data(Array(bytes))) }

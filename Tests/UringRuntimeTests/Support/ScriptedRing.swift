@@ -1,6 +1,7 @@
 import Glibc
-import Synchronization
-import UringRing
+
+@testable import UringRing
+@testable import UringRuntime
 
 /// A ring whose kernel is the test: it records every submission and completes operations only
 /// when the test says so, so the layers above can be driven through faults a real kernel rarely
@@ -8,7 +9,7 @@ import UringRing
 ///
 /// The loop thread calls the `RingBackend` methods; the test thread calls the scripting methods.
 final class ScriptedRing: RingBackend, @unchecked Sendable {
-    // Sendable: all shared state lives in `shared` (a Mutex); `bufferRing` is written once at
+    // Sendable: all shared state lives in `shared` (locked); `bufferRing` is written once at
     // registration, before the test can see the ring.
 
     struct Recorded: Sendable {
@@ -30,7 +31,7 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         var outstanding: [UInt64] = []
     }
 
-    private let shared = Mutex(Shared())
+    private let shared = Locked(Shared())
     private(set) var bufferRing: ProvidedBufferRingMemory?
     private var ringStorage: UnsafeMutableRawPointer?
     private var wakeFD: Int32 = -1

@@ -23,7 +23,7 @@ private final class DeadlineRace<Value: Sendable>: Sendable {
         var timerTask: Task<Void, Never>?
     }
 
-    private let state = Mutex(State())
+    private let state = UringRuntime.Locked(State())
 
     func start(
         continuation: CheckedContinuation<Value, any Error>, seconds: Double,
@@ -150,11 +150,12 @@ struct SampleError: Error, Equatable {
 
 // MARK: - Small concurrency helpers
 
-/// A value shared between tasks, guarded by a mutex.
+/// A value shared between tasks, guarded by the library's pthread lock (which ThreadSanitizer
+/// sees, unlike `Synchronization.Mutex` on Linux).
 final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
+    private let mutex: UringRuntime.Locked<Value>
 
-    init(_ value: Value) { mutex = Mutex(value) }
+    init(_ value: Value) { mutex = UringRuntime.Locked(value) }
 
     var value: Value { mutex.withLock { $0 } }
 
@@ -173,7 +174,7 @@ final class Mailbox<Element: Sendable>: Sendable {
         var waiters: [CheckedContinuation<Element, Never>] = []
     }
 
-    private let state = Mutex(State())
+    private let state = UringRuntime.Locked(State())
 
     func send(_ element: Element) {
         let waiter = state.withLock { state -> CheckedContinuation<Element, Never>? in
