@@ -15,7 +15,10 @@ public final class StreamReader: Sendable {
         /// Set while a task waits and until it resumes: a second waiting read is an error.
         var waiting = false
         var paused = false
-        weak var transport: StreamTransport?
+        /// Strong: a weak reference would give every transport a side table and slow down each
+        /// of its retains. The cycle through the transport's delegate ends when the connection is
+        /// lost (the transport drops its delegate then), and the writer closes it on deinit.
+        var transport: StreamTransport?
     }
 
     /// The buffer limit: separators must be found within it, and it sets the flow-control marks.

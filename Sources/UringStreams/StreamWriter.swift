@@ -55,9 +55,11 @@ public final class StreamWriter: Sendable {
     /// Corresponds to asyncio `await writer.drain()`.
     public func drain() async throws {
         if let error = reader?.exception { throw error }
-        if let error = transport.connectionError { throw error }
-        if transport.closeRequested || transport.droppedWrites { throw StreamError.closed }
-        try await transport.waitForDrain()
+        switch transport.drainStatus {
+        case .ready: return
+        case .fail(let error): throw error
+        case .wait: try await transport.waitForDrain()
+        }
     }
 
     /// Whether ``writeEOF()`` is supported (asyncio `can_write_eof`).

@@ -113,11 +113,12 @@ struct EventLoopTests {
         #expect(nested)
     }
 
-    @Test func unavailableIoUringIsReportedWithCauseAndFix() throws {
+    @Test func unavailableIoUringIsReportedWithCauseAndFix() async throws {
         let reason = "io_uring is disabled by the kernel.io_uring_disabled sysctl (value 2; EPERM)."
         let group = groupWithoutRing(reason)
         #expect(group.unavailableReason == .ioUringUnavailable(reason))
         #expect(throws: StreamError.ioUringUnavailable(reason)) { try group.next().requireRing() }
+        try await group.shutdown()
         let seccomp = RingError.setupFailure(errno: EPERM)
         #expect("\(seccomp)".contains("seccomp") || "\(seccomp)".contains("io_uring_disabled"))
         #expect("\(RingError.setupFailure(errno: ENOSYS))".contains("ENOSYS"))

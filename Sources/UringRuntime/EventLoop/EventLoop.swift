@@ -42,8 +42,9 @@ public final class EventLoop: @unchecked Sendable {
     private var endOfTurn: [any EndOfTurnWork] = []
     /// Targets the ring still holds (submitted, last completion not yet in).
     private var operationsInFlight = 0
-    /// Connections and listeners, aborted when the loop shuts down.
-    private var resources: [ObjectIdentifier: WeakResource] = [:]
+    /// Connections and listeners, aborted when the loop shuts down. Strong (no weak side tables
+    /// on every transport): each one unregisters when its descriptor is closed.
+    private var resources: [ObjectIdentifier: any LoopResource] = [:]
     /// Set on the loop thread once shutdown began: nothing new is submitted.
     private(set) var isStopping = false
     private var buffersWanted: [any EndOfTurnWork] = []
@@ -228,7 +229,7 @@ public final class EventLoop: @unchecked Sendable {
         runQueuedWork()
         guard ring != nil else { return }
         isStopping = true
-        for resource in resources.values { resource.value?.abortForShutdown() }
+        for resource in Array(resources.values) { resource.abortForShutdown() }
         resources.removeAll()
         submitIgnoringResult(.cancelEverything)
         // Bounded: an operation the kernel does not cancel must not keep the thread forever.
@@ -242,7 +243,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Registers a connection or listener to abort when the loop shuts down; on the loop thread.
     func register(_ resource: some LoopResource) {
-        resources[ObjectIdentifier(resource)] = WeakResource(resource)
+        resources[ObjectIdentifier(resource)] = resource
     }
 
     /// Forgets a closed resource; on the loop thread.
@@ -398,7 +399,3 @@ protocol LoopResource: AnyObject {
     func abortForShutdown()
 }
 
-struct WeakResource {
-    weak var value: (any LoopResource)?
-    init(_ value: any LoopResource) { self.value = value }
-}

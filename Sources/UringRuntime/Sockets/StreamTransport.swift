@@ -247,6 +247,23 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         for waiter in released { waiter.resume() }
     }
 
+    /// What a drain has to do, decided under one lock.
+    package enum DrainStatus {
+        case ready, wait, fail(any Error)
+    }
+
+    /// The drain decision of asyncio's `StreamWriter.drain` for this transport, in one lock: a
+    /// connection error wins, then close/dropped writes (``StreamError/closed``), then the water
+    /// mark. The common case (below the mark) returns without suspending.
+    package var drainStatus: DrainStatus {
+        state.withLock { state in
+            if let error = state.lostError { return .fail(error) }
+            if state.closing || state.droppedWrite { return .fail(StreamError.closed) }
+            if state.lost { return .fail(StreamError.connectionReset) }
+            return state.buffered > state.high ? .wait : .ready
+        }
+    }
+
     /// Waits while the write buffer is above the high-water mark, until it is at or below the low one.
     /// - Throws: the connection's error, or ``StreamError/connectionReset`` when it was lost.
     /// - Throws: `CancellationError` when the task is cancelled while it waits.
@@ -290,14 +307,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         }
     }
 
-    /// Whether write data was dropped because it came after close() or writeEOF().
-    package var droppedWrites: Bool { state.withLock { $0.droppedWrite } }
-    /// Whether close() or abort() was called, or the connection failed.
-    package var closeRequested: Bool { state.withLock { $0.closing } }
     /// The connection's error, once the connection failed.
     package var connectionError: (any Error)? { state.withLock { $0.lostError } }
-    /// Whether the socket has been closed.
-    package var isLost: Bool { state.withLock { $0.lost } }
 
     // MARK: Reading
 
