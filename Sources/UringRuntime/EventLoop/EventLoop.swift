@@ -398,4 +398,3 @@ protocol LoopResource: AnyObject {
     /// Closes at once, failing whatever waits on it; on the loop thread.
     func abortForShutdown()
 }
-
