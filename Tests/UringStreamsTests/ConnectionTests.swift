@@ -51,9 +51,7 @@ struct ConnectionTests {
             defer { server.stop() }
             try await placement.run {
                 let (reader, writer) = try await openConnection(host: "127.0.0.1", port: server.port)
-                writer.write("GET / HTTP/1.0\r\n\r\n")
-                let status = try await reader.readLine()
-                #expect(text(status) == "HTTP/1.0 200 OK\r\n")
+                #expect(try await requestHTTPStatus(reader, writer) == "HTTP/1.0 200 OK\r\n")
                 let body = try await reader.read()
                 #expect(text(body).hasSuffix("\r\n\r\nTest message"))
                 writer.close()
@@ -71,9 +69,7 @@ struct ConnectionTests {
             defer { server.stop() }
             try await placement.run {
                 let (reader, writer) = try await openUnixConnection(path: path)
-                writer.write("GET / HTTP/1.0\r\n\r\n")
-                let status = try await reader.readLine()
-                #expect(text(status) == "HTTP/1.0 200 OK\r\n")
+                #expect(try await requestHTTPStatus(reader, writer) == "HTTP/1.0 200 OK\r\n")
                 let body = try await reader.read()
                 #expect(text(body).hasSuffix("\r\n\r\nTest message"))
                 writer.close()
@@ -87,9 +83,7 @@ struct ConnectionTests {
             let server = try BlockingServer(handler: BlockingServer.answerHTTP)
             defer { server.stop() }
             let (reader, writer) = try await openConnection(host: "localhost", port: server.port)
-            writer.write("GET / HTTP/1.0\r\n\r\n")
-            let status = try await reader.readLine()
-            #expect(text(status) == "HTTP/1.0 200 OK\r\n")
+            #expect(try await requestHTTPStatus(reader, writer) == "HTTP/1.0 200 OK\r\n")
             writer.close()
             try await writer.waitClosed()
         }
@@ -101,9 +95,7 @@ struct ConnectionTests {
             defer { server.stop() }
             let (reader, writer) = try await openConnection(host: "localhost", port: server.port, family: .inet)
             #expect(writer.peerAddress?.family == .inet)
-            writer.write("GET / HTTP/1.0\r\n\r\n")
-            let status = try await reader.readLine()
-            #expect(text(status) == "HTTP/1.0 200 OK\r\n")
+            #expect(try await requestHTTPStatus(reader, writer) == "HTTP/1.0 200 OK\r\n")
             writer.close()
             try await writer.waitClosed()
         }
@@ -224,9 +216,7 @@ struct ConnectionTests {
             let server = try BlockingServer(handler: BlockingServer.answerHTTP)
             defer { server.stop() }
             let (reader, writer) = try await openConnection(host: "127.0.0.1", port: server.port)
-            writer.write("GET / HTTP/1.0\r\n\r\n")
-            let status = try await reader.readLine()
-            #expect(text(status) == "HTTP/1.0 200 OK\r\n")
+            #expect(try await requestHTTPStatus(reader, writer) == "HTTP/1.0 200 OK\r\n")
             let body = try await reader.read()
             #expect(text(body).hasSuffix("\r\n\r\nTest message"))
             #expect(!writer.isClosing)
@@ -242,9 +232,7 @@ struct ConnectionTests {
             let server = try BlockingServer(handler: BlockingServer.answerHTTP)
             defer { server.stop() }
             let (reader, writer) = try await openConnection(host: "127.0.0.1", port: server.port)
-            writer.write("GET / HTTP/1.0\r\n\r\n")
-            let status = try await reader.readLine()
-            #expect(text(status) == "HTTP/1.0 200 OK\r\n")
+            #expect(try await requestHTTPStatus(reader, writer) == "HTTP/1.0 200 OK\r\n")
             writer.close()
             try await writer.waitClosed()
         }

@@ -576,6 +576,12 @@ final class BlockingServer: Sendable {
     }
 }
 
+/// Sends the request CPython's HTTP tests send and returns the status line of the answer.
+func requestHTTPStatus(_ reader: StreamReader, _ writer: StreamWriter) async throws -> String {
+    writer.write("GET / HTTP/1.0\r\n\r\n")
+    return text(try await reader.readLine())
+}
+
 // MARK: - Stream handlers shared by the suites
 
 /// Echoes lines until EOF, then closes: the handler of CPython's echo servers.
