@@ -40,6 +40,7 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private var endOfTurn: [any EndOfTurnWork] = []
+    private var endOfTurnRunning: [any EndOfTurnWork] = []
     /// Targets the ring still holds (submitted, last completion not yet in).
     private var operationsInFlight = 0
     /// Connections and listeners, aborted when the loop shuts down. Strong (no weak side tables
@@ -93,6 +94,7 @@ public final class EventLoop: @unchecked Sendable {
             unavailable = StreamError(error)
         }
         endOfTurn.reserveCapacity(64)
+        endOfTurnRunning.reserveCapacity(64)
         drained.reserveCapacity(64)
     }
 
@@ -336,10 +338,12 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func runEndOfTurnWork() {
+        // Two arrays taking turns: copying one and emptying it while the copy is alive would
+        // allocate a fresh buffer on every turn (it was the one malloc per echoed message).
         while !endOfTurn.isEmpty {
-            let batch = endOfTurn
-            endOfTurn.removeAll(keepingCapacity: true)
-            for work in batch { work.endOfTurn() }
+            swap(&endOfTurn, &endOfTurnRunning)
+            for work in endOfTurnRunning { work.endOfTurn() }
+            endOfTurnRunning.removeAll(keepingCapacity: true)
         }
     }
 
