@@ -42,6 +42,22 @@ struct EventLoopTests {
         }
     }
 
+    /// An actor may use a loop as its serial executor: its methods run on the loop thread, one at a
+    /// time, and the runtime accepts the loop as the actor's isolation.
+    @Test func actorsUsingTheLoopAsTheirExecutorStayIsolated() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1)
+            let counter = LoopCounter(loop: group.next())
+            let allOnLoop = await withTaskGroup(of: Bool.self) { tasks in
+                for _ in 0..<200 { tasks.addTask { await counter.bump() } }
+                return await tasks.reduce(true) { $0 && $1 }
+            }
+            #expect(allOnLoop)
+            #expect(await counter.count == 200)
+            try await group.shutdown()
+        }
+    }
+
     @Test func workFromOtherThreadsRunsOnTheLoopInOrder() async throws {
         try await withDeadline {
             let group = EventLoopGroup(loopCount: 1)
@@ -151,5 +167,25 @@ struct EventLoopTests {
             #expect(try await eventually { group.statistics.submissions >= stats.submissions })
             try await group.shutdown()
         }
+    }
+}
+
+/// An actor whose serial executor is an event loop.
+actor LoopCounter {
+    let loop: EventLoop
+    private(set) var count = 0
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+
+    /// Counts one call; returns whether it ran on the loop thread (with an await in between, so
+    /// calls interleave and a lost update would show in `count`).
+    func bump() async -> Bool {
+        preconditionIsolated()
+        let before = count
+        await Task.yield()
+        count = max(count, before) + 1
+        return loop.inEventLoop
     }
 }

@@ -320,7 +320,12 @@ public final class EventLoop: @unchecked Sendable {
     private func run(_ work: LoopWork) {
         switch work {
         case .job(let job):
-            job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+            // As a task-executor job, not isolated to the loop as a serial executor: the stream
+            // code a job resumes is nonisolated, and on a serial executor its first step would be
+            // swift_task_switch back to the task executor, enqueueing the job a second time (two
+            // status-record locks and a second trip through the queue per resumed task). Actor
+            // jobs on the loop stay exclusive: one thread runs one job at a time.
+            job.runSynchronously(on: asUnownedTaskExecutor())
         case .closure(let closure):
             closure()
         }

@@ -18,6 +18,8 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         /// For sends: the bytes the iovecs pointed at when submitted.
         let sendPayload: [UInt8]?
         let fd: Int32?
+        /// The inode behind `fd` when submitted: descriptor numbers are reused, inodes are not.
+        let inode: UInt?
     }
 
     private struct Shared {
@@ -80,7 +82,9 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         case .accept(let acceptFD, _): text = "accept"; fd = acceptFD
         default: text = "\(submission)"
         }
-        let record = Recorded(userData: userData, description: text, sendPayload: payload, fd: fd)
+        var info = stat()
+        let inode = fd.flatMap { fstat($0, &info) == 0 ? UInt(info.st_ino) : nil }
+        let record = Recorded(userData: userData, description: text, sendPayload: payload, fd: fd, inode: inode)
         shared.withLock { state in
             state.submitted.append(record)
             state.pending += 1
