@@ -155,7 +155,7 @@ public final class StreamReader: Sendable {
     /// Corresponds to asyncio `await reader.readline()`.
     public func readLine() async throws -> Bytes {
         do {
-            return try await readUntil(anyOf: [[UInt8(ascii: "\n")]])
+            return try await readUntil(anyOf: Self.newline)
         } catch let error as IncompleteReadError {
             return error.partial
         } catch let error as LimitOverrunError {
@@ -170,6 +170,9 @@ public final class StreamReader: Sendable {
             throw error
         }
     }
+
+    /// readLine's separator, made once: building it per call cost two allocations per line.
+    private static let newline: [[UInt8]] = [[UInt8(ascii: "\n")]]
 
     /// Reads until `separator`, returning the data with the separator.
     ///
@@ -191,7 +194,7 @@ public final class StreamReader: Sendable {
     ///
     /// Corresponds to asyncio 3.13 `await reader.readuntil((sep1, sep2))`.
     public func readUntil(anyOf separators: [[UInt8]]) async throws -> Bytes {
-        let sorted = separators.sorted { $0.count < $1.count }
+        let sorted = separators.count == 1 ? separators : separators.sorted { $0.count < $1.count }
         guard let shortest = sorted.first else {
             throw StreamError.invalidArgument("Separator should contain at least one element")
         }
