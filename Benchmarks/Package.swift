@@ -1,0 +1,31 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Benchmarks live in their own package so the library's build and tests stay light:
+// `cd Benchmarks && swift package benchmark`.
+let benchmarkTarget: (String) -> Target = { name in
+    .executableTarget(
+        name: name,
+        dependencies: [
+            .product(name: "Benchmark", package: "benchmark"),
+            .product(name: "UringStreams", package: "UringStreams"),
+        ],
+        path: "Benchmarks/\(name)",
+        swiftSettings: [.swiftLanguageMode(.v6)],
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    )
+}
+
+let package = Package(
+    name: "UringStreamsBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        // Named: a path dependency is otherwise known by its folder name, which differs per checkout.
+        .package(name: "UringStreams", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        benchmarkTarget("ReaderFraming"),
+        benchmarkTarget("LoopbackEcho"),
+    ]
+)
