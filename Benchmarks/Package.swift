@@ -23,9 +23,20 @@ let package = Package(
         // Named: a path dependency is otherwise known by its folder name, which differs per checkout.
         .package(name: "UringStreams", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        // The incumbent Swift choice, as a peer in the comparison (never a library dependency).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         benchmarkTarget("ReaderFraming"),
         benchmarkTarget("LoopbackEcho"),
+        .executableTarget(
+            name: "nio-echo-server",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Peers/nio-echo-server",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
     ]
 )
