@@ -19,7 +19,6 @@ public final class IOURing: RingBackend {
         (UInt8(IORING_OP_ACCEPT.rawValue), "ACCEPT"), (UInt8(IORING_OP_CONNECT.rawValue), "CONNECT"),
         (UInt8(IORING_OP_READ.rawValue), "READ"), (UInt8(IORING_OP_TIMEOUT.rawValue), "TIMEOUT"),
         (UInt8(IORING_OP_ASYNC_CANCEL.rawValue), "ASYNC_CANCEL"),
-        (UInt8(IORING_OP_SHUTDOWN.rawValue), "SHUTDOWN"), (UInt8(IORING_OP_CLOSE.rawValue), "CLOSE"),
     ]
 
     /// Creates a ring with room for `entries` submissions.
@@ -102,8 +101,6 @@ public final class IOURing: RingBackend {
             io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
             sqe.pointee.flags |= UInt8(CURING_IOSQE_BUFFER_SELECT)
             sqe.pointee.buf_group = group
-        case .receive(let fd, let buffer, let length):
-            io_uring_prep_recv(sqe, fd, buffer, length, 0)
         case .sendMessage(let fd, let message, let flags):
             io_uring_prep_sendmsg(sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
         case .accept(let fd, let multishot):
@@ -120,16 +117,8 @@ public final class IOURing: RingBackend {
             io_uring_prep_timeout(sqe, timespec.assumingMemoryBound(to: __kernel_timespec.self), 0, 0)
         case .cancel(let target):
             io_uring_prep_cancel64(sqe, target, 0)
-        case .cancelAll(let fd):
-            io_uring_prep_cancel_fd(sqe, fd, UInt32(IORING_ASYNC_CANCEL_ALL))
         case .cancelEverything:
             io_uring_prep_cancel64(sqe, 0, Int32(IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL))
-        case .shutdown(let fd, let how):
-            io_uring_prep_shutdown(sqe, fd, how)
-        case .close(let fd):
-            io_uring_prep_close(sqe, fd)
-        case .nop:
-            io_uring_prep_nop(sqe)
         }
         io_uring_sqe_set_data64(sqe, userData)
         pendingSubmissions += 1
@@ -138,28 +127,21 @@ public final class IOURing: RingBackend {
     public func submit(waitingFor minimumCompletions: Int) throws(RingError) {
         let queued = pendingSubmissions
         pendingSubmissions = 0
-        while true {
-            // With DEFER_TASKRUN completions are produced only inside io_uring_enter(GETEVENTS), so a
-            // non-waiting turn still has to ask for events.
-            let result =
-                minimumCompletions > 0
-                ? io_uring_submit_and_wait(ring, UInt32(minimumCompletions))
-                : io_uring_submit_and_get_events(ring)
-            counters.enterCalls += 1
-            if result >= 0 {
-                counters.submissions += queued
-                return
-            }
-            switch -result {
-            case EINTR, ETIME:
-                counters.submissions += queued
-                return
-            case EAGAIN, EBUSY:
-                // The CQ ring is full: the caller reaps and calls again.
-                return
-            default:
-                throw .system(errno: -result, operation: "io_uring_enter")
-            }
+        // With DEFER_TASKRUN completions are produced only inside io_uring_enter(GETEVENTS), so a
+        // non-waiting turn still has to ask for events.
+        let result =
+            minimumCompletions > 0
+            ? io_uring_submit_and_wait(ring, UInt32(minimumCompletions))
+            : io_uring_submit_and_get_events(ring)
+        counters.enterCalls += 1
+        switch result >= 0 ? 0 : -result {
+        case 0, EINTR, ETIME:
+            counters.submissions += queued
+        case EAGAIN, EBUSY:
+            // The CQ ring is full: the caller reaps and calls again.
+            break
+        default:
+            throw .system(errno: -result, operation: "io_uring_enter")
         }
     }
 

@@ -6,8 +6,6 @@
 public enum Submission {
     /// Multishot receive selecting buffers from provided-buffer group `bufferGroup`.
     case receiveMultishot(fd: Int32, bufferGroup: UInt16)
-    /// One receive into caller memory (used where no buffer ring applies).
-    case receive(fd: Int32, buffer: UnsafeMutableRawPointer, length: Int)
     /// A gathered send; `message` points to a `msghdr` whose iovecs the caller keeps alive.
     case sendMessage(fd: Int32, message: UnsafeMutableRawPointer, flags: Int32)
     /// Accepts connections; multishot keeps accepting until cancelled or failed.
@@ -18,13 +16,8 @@ public enum Submission {
     case timeout(timespec: UnsafeMutableRawPointer)
     /// Cancels the operation submitted with `target` as its user data.
     case cancel(target: UInt64)
-    /// Cancels every operation on `fd`.
-    case cancelAll(fd: Int32)
     /// Cancels every operation in flight on the ring (loop shutdown).
     case cancelEverything
-    case shutdown(fd: Int32, how: Int32)
-    case close(fd: Int32)
-    case nop
 }
 
 /// A completion as the ring reported it. Same layout as the shim's `curing_cqe`.
