@@ -57,11 +57,8 @@ public func openConnection(
 /// Corresponds to asyncio `await asyncio.open_connection(sock=sock)`.
 public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async throws -> (StreamReader, StreamWriter) {
     try validate(limit: limit)
-    let kind = try SocketDescriptor.kind(of: fileDescriptor)
-    guard kind.type == Int32(SOCK_STREAM.rawValue) else {
-        throw StreamError.invalidArgument("file descriptor \(fileDescriptor) is not a stream socket")
-    }
-    if kind.family == AF_INET || kind.family == AF_INET6 {
+    let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
+    if family == AF_INET || family == AF_INET6 {
         try? SocketDescriptor.setOption(fileDescriptor, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
     }
     return await adopt(fileDescriptor, on: try callerLoop(), limit: limit)

@@ -69,13 +69,10 @@ public func startServer(
     on group: EventLoopGroup? = nil, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
-    let kind = try SocketDescriptor.kind(of: fileDescriptor)
-    guard kind.type == Int32(SOCK_STREAM.rawValue) else {
-        throw StreamError.invalidArgument("file descriptor \(fileDescriptor) is not a stream socket")
-    }
+    let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
     return try await makeServer(
         descriptors: [fileDescriptor], limit: limit, backlog: backlog,
-        unixSocket: kind.family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil,
+        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil,
         startServing: startServing, group: group, clientConnected: clientConnected)
 }
 

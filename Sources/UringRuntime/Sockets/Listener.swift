@@ -13,7 +13,6 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
     private var closed = false
     private var acceptUserData: UInt64 = 0
     private var retryPending = false
-    private var onClosed: [() -> Void] = []
 
     /// `onAccept` runs on `loop`'s thread for every accepted descriptor, which it then owns.
     package init(loop: EventLoop, fileDescriptor: Int32, onAccept: @escaping (Int32) -> Void) {
@@ -31,15 +30,10 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
         acceptUserData = loop.submit(.accept(fd: fileDescriptor, multishot: true), target: self, tag: 0)
     }
 
-    /// Stops accepting and closes the socket once the accept is gone; `done` runs after; on the loop.
-    package func close(_ done: @escaping () -> Void = {}) {
+    /// Stops accepting and closes the socket once the accept is gone; on the loop thread.
+    package func close() {
         precondition(loop.inEventLoop)
-        guard !closed else {
-            done()
-            return
-        }
-        onClosed.append(done)
-        guard !stopping else { return }
+        guard !closed, !stopping else { return }
         stopping = true
         if armed { loop.submitIgnoringResult(.cancel(target: acceptUserData)) }
         finishIfIdle()
@@ -50,9 +44,6 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
         closed = true
         Glibc.close(fileDescriptor)
         loop.unregister(self)
-        let callbacks = onClosed
-        onClosed = []
-        for callback in callbacks { callback() }
     }
 
     package override func complete(_ completion: Completion, tag: UInt64) {

@@ -48,8 +48,18 @@ package enum SocketDescriptor {
         }
     }
 
+    /// The family of `fd`, which must be a stream socket (what `sock=` arguments accept).
+    /// - Throws: ``StreamError/invalidArgument(_:)`` for a descriptor that is not a stream socket.
+    package static func streamSocketFamily(of fd: Int32) throws(StreamError) -> Int32 {
+        let kind = try kind(of: fd)
+        guard kind.type == Int32(SOCK_STREAM.rawValue) else {
+            throw StreamError.invalidArgument("file descriptor \(fd) is not a stream socket")
+        }
+        return kind.family
+    }
+
     /// The socket's family and type (SO_DOMAIN, SO_TYPE); throws for a non-socket descriptor.
-    package static func kind(of fd: Int32) throws(StreamError) -> (family: Int32, type: Int32) {
+    private static func kind(of fd: Int32) throws(StreamError) -> (family: Int32, type: Int32) {
         var domain: Int32 = 0
         var type: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
