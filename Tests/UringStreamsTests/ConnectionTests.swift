@@ -105,9 +105,20 @@ struct ConnectionTests {
         try await withDeadline {
             let server = try BlockingServer(handler: BlockingServer.answerHTTP)
             defer { server.stop() }
-            let localPort = try RawSocket.unusedPort()
-            let local = try SocketAddress(host: "127.0.0.1", port: localPort)
-            let (_, writer) = try await openConnection(host: "127.0.0.1", port: server.port, localAddress: local)
+            // A port found free can be taken by a parallel test's connection before we bind it:
+            // try a few, failing only if every one is taken.
+            var attempt: (SocketAddress, StreamWriter)?
+            for _ in 0..<5 where attempt == nil {
+                let local = try SocketAddress(host: "127.0.0.1", port: try RawSocket.unusedPort())
+                do {
+                    let (_, writer) = try await openConnection(
+                        host: "127.0.0.1", port: server.port, localAddress: local)
+                    attempt = (local, writer)
+                } catch StreamError.system(errno: EADDRINUSE, _) {
+                    continue
+                }
+            }
+            let (local, writer) = try #require(attempt)
             #expect(writer.localAddress == local)
             writer.close()
             try await writer.waitClosed()
@@ -175,9 +186,15 @@ struct ConnectionTests {
 
     @Test func resetByPeerIsStoredAndThrownEverywhere() async throws {
         try await withDeadline {
-            let server = try BlockingServer { connection in RawSocket.setResetOnClose(connection) }
+            // The server resets only after the client's first byte: a reset racing the connect
+            // itself would fail openConnection, not the stream this test is about.
+            let server = try BlockingServer { connection in
+                _ = try? RawSocket.readExactly(connection, count: 1)
+                RawSocket.setResetOnClose(connection)
+            }
             defer { server.stop() }
             let (reader, writer) = try await openConnection(host: "127.0.0.1", port: server.port)
+            writer.write("x")
             await #expect(throws: StreamError.connectionReset) { _ = try await reader.read() }
             #expect(reader.exception as? StreamError == .connectionReset)
             await #expect(throws: StreamError.connectionReset) { _ = try await reader.readLine() }
