@@ -28,15 +28,23 @@ public struct Bytes: @unchecked Sendable {
 
     /// A copy of `bytes`.
     public init(_ bytes: some Sequence<UInt8>) {
-        let array = Array(bytes)
-        guard !array.isEmpty else {
+        // One copy from contiguous memory (arrays, native strings' UTF-8, raw buffers); only other
+        // sequences are gathered into an array first.
+        if let copy = bytes.withContiguousStorageIfAvailable({ Bytes(copying: UnsafeRawBufferPointer($0)) }) {
+            self = copy
+        } else {
+            self = Array(bytes).withUnsafeBytes { Bytes(copying: $0) }
+        }
+    }
+
+    /// A copy of the bytes in `memory`.
+    init(copying memory: UnsafeRawBufferPointer) {
+        guard memory.count > 0 else {
             self.init()
             return
         }
-        let storage = ByteStorage.make(count: array.count) { target in
-            array.withUnsafeBytes { target.copyMemory(from: $0) }
-        }
-        self.init(owner: storage, base: storage.baseAddress, count: array.count)
+        let storage = ByteStorage.make(count: memory.count) { target in target.copyMemory(from: memory) }
+        self.init(owner: storage, base: storage.baseAddress, count: memory.count)
     }
 
     /// The UTF-8 bytes of `string`.

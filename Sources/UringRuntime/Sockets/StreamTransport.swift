@@ -408,7 +408,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             } else {
                 // Buffers are running out (readers holding many): copy so this one goes straight
                 // back and a slow reader cannot starve every other connection of the loop.
-                let bytes = Bytes(UnsafeRawBufferPointer(start: pool.address(of: id), count: Int(result)))
+                let bytes = Bytes(copying: UnsafeRawBufferPointer(start: pool.address(of: id), count: Int(result)))
                 pool.giveBack(id: id)
                 loop.recordCopiedOnReceive(Int(result))
                 deliver(bytes)
