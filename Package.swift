@@ -4,6 +4,8 @@ import PackageDescription
 // Layers, each a target depending only on the one below:
 // CURing (C shim over liburing) -> UringRing (one io_uring) ->
 // UringRuntime (event loop executor, sockets, buffers) -> UringStreams (asyncio streams API).
+// CTLS (C shim over OpenSSL) is used by UringStreams alone: TLS runs over memory BIOs on top of
+// the runtime's transports.
 let strictSwift: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -41,14 +43,19 @@ let package = Package(
         ),
         .target(name: "UringRing", dependencies: ["CURing"], swiftSettings: strictSwift),
         .target(name: "UringRuntime", dependencies: ["UringRing"], swiftSettings: strictSwift),
-        .target(name: "UringStreams", dependencies: ["UringRuntime"], swiftSettings: strictSwift),
+        .target(
+            name: "CTLS",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
+        .target(name: "UringStreams", dependencies: ["UringRuntime", "CTLS"], swiftSettings: strictSwift),
         example("tcp-echo-client"),
         example("tcp-echo-server"),
         example("http-headers"),
         example("socketpair-wait"),
         example("loopback-bench"),
         example("echo-bench-server"),
-        .testTarget(name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
         .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
     ]
 )
