@@ -8,16 +8,18 @@ internal import Glibc
 ///   - host: A name or numeric address; nil connects to the local host.
 ///   - port: The TCP port.
 ///   - limit: The reader's buffer limit (default 64 KiB); must be positive.
-///   - tls: TLS settings; not available in this build (throws).
+///   - tls: TLS settings (a `.client` configuration); the handshake finishes before this returns.
 ///   - family: Restricts resolution to one address family.
 ///   - localAddress: An address to bind the socket to before connecting.
-///   - serverHostname: The TLS server name (TLS only).
-///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
+///   - serverHostname: The TLS server name for SNI and verification (TLS only); default `host`.
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - happyEyeballsDelay: Staggers attempts (RFC 8305); attempts are currently made one after another.
 ///   - interleave: Interleaves address families (RFC 8305).
 /// - Returns: The reader and writer of the new connection.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS; the connect error of the
-///   first address when every attempt failed (``StreamError/connectionRefused`` and so on).
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS argument; the connect error of
+///   the first address when every attempt failed (``StreamError/connectionRefused`` and so on);
+///   ``StreamError/tlsHandshakeFailed(_:)``, ``StreamError/tlsCertificateRejected(_:)``, or
+///   ``StreamError/timedOut`` when the handshake does not finish in time.
 ///
 /// Corresponds to asyncio `await asyncio.open_connection(host, port, ...)`.
 public func openConnection(
@@ -26,7 +28,8 @@ public func openConnection(
     tlsHandshakeTimeout: Duration? = nil, happyEyeballsDelay: Duration? = nil, interleave: Int? = nil
 ) async throws -> (StreamReader, StreamWriter) {
     try validate(limit: limit)
-    if tls != nil { throw TLSConfiguration.unavailable }
+    let tls = try TLSRequest(
+        tls, serverHostname: serverHostname, defaultHostname: host, handshakeTimeout: tlsHandshakeTimeout)
     let loop = try callerLoop()
     let fd = try await onLoop(loop) { () async throws -> Int32 in
         let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: false)
@@ -43,7 +46,7 @@ public func openConnection(
         throw firstError
             ?? StreamError.system(errno: EHOSTUNREACH, operation: "getaddrinfo(\(host ?? "nil")): no address")
     }
-    return await adopt(fd, on: loop, limit: limit)
+    return try await adoptConnection(fd, on: loop, limit: limit, tls: tls)
 }
 
 /// Wraps an already connected stream socket in a reader and writer, taking ownership of it.
@@ -61,7 +64,7 @@ public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async thr
     if family == AF_INET || family == AF_INET6 {
         try? SocketDescriptor.setOption(fileDescriptor, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
     }
-    return await adopt(fileDescriptor, on: try callerLoop(), limit: limit)
+    return try await adoptConnection(fileDescriptor, on: try callerLoop(), limit: limit, tls: nil)
 }
 
 /// Connects to the Unix socket at `path`.
@@ -69,11 +72,13 @@ public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async thr
 /// - Parameters:
 ///   - path: The socket's path; a leading NUL names the abstract namespace.
 ///   - limit: The reader's buffer limit; must be positive.
-///   - tls: TLS settings; not available in this build (throws).
-///   - serverHostname: The TLS server name (TLS only).
-///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS; the connect error
-///   (e.g. ``StreamError/connectionRefused``, or `ENOENT` as ``StreamError/system(errno:operation:)``).
+///   - tls: TLS settings (a `.client` configuration); the handshake finishes before this returns.
+///   - serverHostname: The TLS server name (TLS only); required when the client verifies, since a
+///     path names no host (as asyncio).
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS argument; the connect
+///   error (e.g. ``StreamError/connectionRefused``, or `ENOENT` as
+///   ``StreamError/system(errno:operation:)``); the TLS handshake's error, as `openConnection`.
 ///
 /// Corresponds to asyncio `await asyncio.open_unix_connection(path)`.
 public func openUnixConnection(
@@ -81,15 +86,9 @@ public func openUnixConnection(
     tlsHandshakeTimeout: Duration? = nil
 ) async throws -> (StreamReader, StreamWriter) {
     try validate(limit: limit)
-    if tls != nil { throw TLSConfiguration.unavailable }
+    let tls = try TLSRequest(tls, serverHostname: serverHostname, handshakeTimeout: tlsHandshakeTimeout)
     let address = try SocketAddress(unixPath: path)
     let loop = try callerLoop()
     let fd = try await onLoop(loop) { try await loop.connect(to: address) }
-    return await adopt(fd, on: loop, limit: limit)
-}
-
-/// Builds the streams of a connected descriptor on `loop`.
-private func adopt(_ fd: Int32, on loop: EventLoop, limit: Int) async -> (StreamReader, StreamWriter) {
-    if loop.inEventLoop { return makeStreams(loop: loop, fileDescriptor: fd, limit: limit) }
-    return await withTaskExecutorPreference(loop) { makeStreams(loop: loop, fileDescriptor: fd, limit: limit) }
+    return try await adoptConnection(fd, on: loop, limit: limit, tls: tls)
 }

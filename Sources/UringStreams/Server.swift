@@ -13,7 +13,8 @@ public final class Server: Sendable {
         var closed = false
         var servingForever = false
         var foreverWaiter: UnsafeContinuation<Void, Never>?
-        var connections: [ObjectIdentifier: StreamTransport] = [:]
+        /// With the TLS session, if any, so closeClients sends close_notify.
+        var connections: [ObjectIdentifier: (transport: StreamTransport, tls: TLSSession?)] = [:]
         var closeWaiters = Waiters<Never>()
     }
 
@@ -29,12 +30,14 @@ public final class Server: Sendable {
     private let backlog: Int
     private let clientConnected: ClientConnected
     private let unixSocket: (path: String, inode: UInt)?
+    private let tls: TLSRequest?
     private let state = Locked(State())
 
     init(
         descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], limit: Int, backlog: Int,
-        unixSocket: (path: String, inode: UInt)?, clientConnected: @escaping ClientConnected
+        unixSocket: (path: String, inode: UInt)?, tls: TLSRequest? = nil, clientConnected: @escaping ClientConnected
     ) {
+        self.tls = tls
         self.descriptors = descriptors
         boundAddresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
         self.listenerLoop = listenerLoop
@@ -156,12 +159,14 @@ public final class Server: Sendable {
     /// Closes every connection the server accepted, after their queued data (asyncio 3.13
     /// `close_clients()`).
     public func closeClients() {
-        for transport in state.withLock({ Array($0.connections.values) }) { transport.close() }
+        for connection in state.withLock({ Array($0.connections.values) }) {
+            if let tls = connection.tls { tls.close() } else { connection.transport.close() }
+        }
     }
 
     /// Aborts every connection the server accepted (asyncio 3.13 `abort_clients()`).
     public func abortClients() {
-        for transport in state.withLock({ Array($0.connections.values) }) { transport.abort() }
+        for connection in state.withLock({ Array($0.connections.values) }) { connection.transport.abort() }
     }
 
     /// Serves while `body` runs, then closes the server and waits for it (asyncio `async with server`).
@@ -205,14 +210,31 @@ public final class Server: Sendable {
             try? SocketDescriptor.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
         }
         var key: ObjectIdentifier?
-        let (reader, writer) = makeStreams(loop: loop, fileDescriptor: fd, limit: limit) { [self] in
-            if let key { self.connectionClosed(key) }
+        let streams: (StreamReader, StreamWriter)
+        do {
+            streams = try makeStreams(loop: loop, fileDescriptor: fd, limit: limit, tls: tls) { [self] in
+                if let key { self.connectionClosed(key) }
+            }
+        } catch {
+            // The TLS session could not be made (out of memory): the descriptor is closed already,
+            // and asyncio, too, drops a connection whose SSL set-up fails.
+            return
         }
+        let (reader, writer) = streams
         let transport = writer.transport
         key = ObjectIdentifier(transport)
-        state.withLock { $0.connections[ObjectIdentifier(transport)] = transport }
+        let session = writer.tlsSession
+        state.withLock { $0.connections[ObjectIdentifier(transport)] = (transport, session) }
         let handler = clientConnected
-        Task(executorPreference: loop) { await handler(reader, writer) }
+        let handshakeTimeout = tls?.handshakeTimeout
+        Task(executorPreference: loop) {
+            if let session, let handshakeTimeout {
+                // As asyncio: the callback runs once the handshake is done; a failed handshake
+                // closes the connection (the session did) without it.
+                do { try await session.waitForHandshake(timeout: handshakeTimeout) } catch { return }
+            }
+            await handler(reader, writer)
+        }
     }
 
     private func connectionClosed(_ key: ObjectIdentifier) {

@@ -8,15 +8,17 @@ internal import Glibc
 ///   - limit: Each reader's buffer limit; must be positive.
 ///   - family: Restricts the addresses to one family.
 ///   - backlog: The listen backlog.
-///   - tls: TLS settings; not available in this build (throws).
+///   - tls: TLS settings (a `.server` configuration): `clientConnected` runs once a connection's
+///     handshake has finished; connections whose handshake fails are closed without it.
 ///   - reuseAddress: `SO_REUSEADDR`; default true, as asyncio on POSIX.
 ///   - reusePort: `SO_REUSEPORT`.
-///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Returns: The server.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS; a bind error naming the address.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS argument (including
+///   certificate or key files that cannot be loaded); a bind error naming the address.
 ///
 /// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, host, port, ...)`.
 public func startServer(
@@ -26,7 +28,7 @@ public func startServer(
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
-    if tls != nil { throw TLSConfiguration.unavailable }
+    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout)
     let host = host?.isEmpty == true ? nil : host
     let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
     var descriptors: [Int32] = []
@@ -47,8 +49,8 @@ public func startServer(
         throw error
     }
     return try await makeServer(
-        descriptors: descriptors, limit: limit, backlog: backlog, unixSocket: nil, startServing: startServing,
-        group: group, clientConnected: clientConnected)
+        descriptors: descriptors, limit: limit, backlog: backlog, unixSocket: nil, tls: tls,
+        startServing: startServing, group: group, clientConnected: clientConnected)
 }
 
 /// Serves an already bound socket (listening or not), taking ownership of it.
@@ -72,7 +74,7 @@ public func startServer(
     let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
     return try await makeServer(
         descriptors: [fileDescriptor], limit: limit, backlog: backlog,
-        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil,
+        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, tls: nil,
         startServing: startServing, group: group, clientConnected: clientConnected)
 }
 
@@ -82,11 +84,11 @@ public func startServer(
 ///   - path: The socket's path; a leading NUL names the abstract namespace.
 ///   - limit: Each reader's buffer limit; must be positive.
 ///   - backlog: The listen backlog.
-///   - tls: TLS settings; not available in this build (throws).
-///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only).
+///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:startServing:on:clientConnected:)``.
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - startServing: Whether to accept at once.
 ///   - clientConnected: Runs as a task on the connection's loop.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS; a bind error
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS argument; a bind error
 ///   (e.g. `EADDRINUSE` when a non-socket file is in the way).
 ///
 /// Corresponds to asyncio `await asyncio.start_unix_server(client_connected_cb, path)`.
@@ -96,7 +98,7 @@ public func startUnixServer(
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
-    if tls != nil { throw TLSConfiguration.unavailable }
+    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout)
     let address = try SocketAddress(unixPath: path)
     if !path.hasPrefix("\0") {
         // asyncio removes a stale socket file (left by a crashed server), never any other file.
@@ -111,8 +113,16 @@ public func startUnixServer(
         throw error
     }
     return try await makeServer(
-        descriptors: [fd], limit: limit, backlog: backlog, unixSocket: unixSocketIdentity(of: fd),
+        descriptors: [fd], limit: limit, backlog: backlog, unixSocket: unixSocketIdentity(of: fd), tls: tls,
         startServing: startServing, group: nil, clientConnected: clientConnected)
+}
+
+/// A server's TLS arguments, checked; the configuration must be a server's.
+private func serverTLS(_ tls: TLSConfiguration?, handshakeTimeout: Duration?) throws -> TLSRequest? {
+    if let tls, tls.role != .server {
+        throw StreamError.invalidArgument("a server needs a TLSConfiguration.server(...) configuration")
+    }
+    return try TLSRequest(tls, handshakeTimeout: handshakeTimeout)
 }
 
 /// The path and inode of a bound Unix socket, so closing the server removes only its own file.
@@ -126,8 +136,9 @@ private func unixSocketIdentity(of fd: Int32) -> (path: String, inode: UInt)? {
 }
 
 private func makeServer(
-    descriptors: [Int32], limit: Int, backlog: Int, unixSocket: (path: String, inode: UInt)?, startServing: Bool,
-    group: EventLoopGroup?, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+    descriptors: [Int32], limit: Int, backlog: Int, unixSocket: (path: String, inode: UInt)?, tls: TLSRequest?,
+    startServing: Bool, group: EventLoopGroup?,
+    clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     let listenerLoop: EventLoop
     let connectionLoops: [EventLoop]
@@ -149,7 +160,7 @@ private func makeServer(
     }
     let server = Server(
         descriptors: descriptors, listenerLoop: listenerLoop, connectionLoops: connectionLoops, limit: limit,
-        backlog: backlog, unixSocket: unixSocket, clientConnected: clientConnected)
+        backlog: backlog, unixSocket: unixSocket, tls: tls, clientConnected: clientConnected)
     if startServing {
         do {
             try await server.startServing()

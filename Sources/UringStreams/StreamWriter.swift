@@ -1,4 +1,5 @@
 internal import Glibc
+import Synchronization
 
 /// Writing to a stream, as asyncio's `StreamWriter`.
 ///
@@ -6,25 +7,45 @@ internal import Glibc
 /// turn; `drain()` applies the transport's water marks. Synchronous members may be called from any
 /// task. A writer that is no longer referenced closes its connection (asyncio `__del__`).
 ///
+/// Over TLS, written bytes are encrypted at once and the transport queues the records: the water
+/// marks, `writeBufferSize` and `transport` concern the encrypted bytes on the socket.
+///
 /// Corresponds to asyncio `asyncio.StreamWriter`.
 public final class StreamWriter: Sendable {
     /// The transport that owns the socket (asyncio `writer.transport`).
     public let transport: StreamTransport
     private let reader: StreamReader?
+    /// Routes received data; startTLS puts a TLS session in its path.
+    private let readerProtocol: StreamReaderProtocol?
+    /// The TLS layer, set once (at connection or by startTLS) and never removed: an atomic load
+    /// is all a plain connection's write pays for it.
+    private let tls = AtomicLazyReference<TLSSession>()
 
-    init(transport: StreamTransport, reader: StreamReader?) {
+    init(transport: StreamTransport, reader: StreamReader?, readerProtocol: StreamReaderProtocol? = nil) {
         self.transport = transport
         self.reader = reader
+        self.readerProtocol = readerProtocol
     }
 
     deinit {
-        transport.close()
+        if let tls = tls.load() { tls.close() } else { transport.close() }
+    }
+
+    /// The connection's TLS session, once it has one.
+    var tlsSession: TLSSession? { tls.load() }
+
+    /// Makes `session` the connection's TLS layer for writing; once.
+    func install(_ session: TLSSession) {
+        let stored = tls.storeIfNil(session)
+        precondition(stored === session, "a connection gets one TLS session")
     }
 
     /// Queues `data` (copied) for sending (asyncio `write`).
     public func write(_ data: some Collection<UInt8>) {
         if let bytes = data as? Bytes {
-            transport.write(bytes)
+            write(bytes)
+        } else if let tls = tls.load() {
+            tls.write(Bytes(data))
         } else {
             transport.write(copying: data)
         }
@@ -32,12 +53,20 @@ public final class StreamWriter: Sendable {
 
     /// Queues `bytes` for sending without copying them (asyncio `write`).
     public func write(_ bytes: Bytes) {
-        transport.write(bytes)
+        if let tls = tls.load() {
+            tls.write(bytes)
+        } else {
+            transport.write(bytes)
+        }
     }
 
     /// Queues the UTF-8 bytes of `string` (asyncio `write(text.encode())`).
     public func write(_ string: String) {
-        transport.write(copying: string.utf8)
+        if let tls = tls.load() {
+            tls.write(Bytes(string))
+        } else {
+            transport.write(copying: string.utf8)
+        }
     }
 
     /// Queues every chunk; they go out in one gathered send where possible (asyncio `writelines`).
@@ -55,6 +84,10 @@ public final class StreamWriter: Sendable {
     /// Corresponds to asyncio `await writer.drain()`.
     public func drain() async throws {
         if let error = reader?.exception { throw error }
+        if let tls = tls.load() {
+            if let error = tls.error { throw error }
+            if tls.droppedWrite { throw StreamError.closed }
+        }
         switch transport.drainStatus {
         case .ready: return
         case .fail(let error): throw error
@@ -62,17 +95,22 @@ public final class StreamWriter: Sendable {
         }
     }
 
-    /// Whether ``writeEOF()`` is supported (asyncio `can_write_eof`).
-    public var canWriteEOF: Bool { transport.canWriteEOF }
+    /// Whether ``writeEOF()`` is supported (asyncio `can_write_eof`): false over TLS, which has no
+    /// half-close a peer must honour.
+    public var canWriteEOF: Bool { tls.load() == nil && transport.canWriteEOF }
 
     /// Half-closes the connection once queued bytes are sent (asyncio `write_eof`).
+    ///
+    /// Over TLS (where asyncio raises `NotImplementedError`) it sends close_notify after what is
+    /// queued and keeps the connection open for reading; many peers answer by closing.
     public func writeEOF() {
-        transport.writeEOF()
+        if let tls = tls.load() { tls.writeEOF() } else { transport.writeEOF() }
     }
 
-    /// Closes the connection after sending what is queued (asyncio `close`).
+    /// Closes the connection after sending what is queued (asyncio `close`); over TLS, after
+    /// close_notify.
     public func close() {
-        transport.close()
+        if let tls = tls.load() { tls.close() } else { transport.close() }
     }
 
     /// Whether the connection is closed or closing (asyncio `is_closing`).
@@ -86,6 +124,7 @@ public final class StreamWriter: Sendable {
     public func waitClosed() async throws {
         try await transport.waitClosed()
         if let error = transport.connectionError { throw error }
+        if let error = tls.load()?.error { throw error }
     }
 
     /// The peer's address, as captured when the connection was made.
@@ -94,7 +133,11 @@ public final class StreamWriter: Sendable {
     public var localAddress: SocketAddress? { transport.localAddress }
 
     /// Transport information by asyncio's names: `"peername"` and `"sockname"` (``SocketAddress``),
-    /// `"socket"` (the descriptor, `Int32`); the TLS names are nil on a plain connection.
+    /// `"socket"` (the descriptor, `Int32`), `"transport"`; over TLS also `"sslcontext"`
+    /// (``TLSConfiguration``), `"peercert"` (``TLSCertificate``, nil when the peer sent none),
+    /// `"cipher"` (``TLSCipher``), `"compression"` (always nil: compression is off, as in Python),
+    /// `"ssl_object"` (``TLSConnectionInfo``). The TLS names are nil on a plain connection and
+    /// until the handshake has finished.
     ///
     /// Corresponds to asyncio `writer.get_extra_info(name)`.
     public func extraInfo(_ name: String) -> Any? {
@@ -103,18 +146,51 @@ public final class StreamWriter: Sendable {
         case "sockname": return localAddress
         case "socket": return transport.fileDescriptor
         case "transport": return transport
+        case "sslcontext": return tls.load()?.context.configuration
+        case "peercert": return tls.load()?.info?.peerCertificate
+        case "cipher": return tls.load()?.info?.cipher
+        case "ssl_object": return tls.load()?.info
         default: return nil
         }
     }
 
-    /// Upgrades the connection to TLS.
+    /// Upgrades the plain connection to TLS: waits for queued bytes to drain, then makes the
+    /// handshake as `config.role` says. What the reader had already received stays in it as
+    /// plaintext; everything received from now on is TLS.
     ///
-    /// - Throws: ``StreamError/invalidArgument(_:)``: TLS is not part of this build yet.
+    /// - Parameters:
+    ///   - config: The TLS settings; a `.client` configuration makes this end the client.
+    ///   - serverHostname: For a client: the name for SNI and verification (required when it
+    ///     verifies the server).
+    ///   - handshakeTimeout: Default 60 s.
+    /// - Throws: ``StreamError/invalidArgument(_:)`` when the connection is TLS already, or the
+    ///   arguments or files are bad; ``StreamError/timedOut``; ``StreamError/tlsHandshakeFailed(_:)``,
+    ///   ``StreamError/tlsCertificateRejected(_:)``; a stored connection error. A failed handshake
+    ///   closes the connection.
     ///
-    /// Corresponds to asyncio 3.11 `await writer.start_tls(sslcontext)`.
+    /// Corresponds to asyncio 3.11 `await writer.start_tls(sslcontext, server_hostname=...,
+    /// ssl_handshake_timeout=...)`.
     public func startTLS(
         _ config: TLSConfiguration, serverHostname: String? = nil, handshakeTimeout: Duration? = nil
     ) async throws {
-        throw TLSConfiguration.unavailable
+        guard tls.load() == nil else { throw StreamError.invalidArgument("the connection already uses TLS") }
+        guard let reader, let readerProtocol else {
+            throw StreamError.invalidArgument("startTLS needs a connection made by this library")
+        }
+        let request = try TLSRequest(
+            config, serverHostname: serverHostname,
+            handshakeTimeout: handshakeTimeout ?? TLSRequest.defaultHandshakeTimeout)!
+        try await drain()
+        let transport = self.transport
+        let session = try await onLoop(transport.loop) { () throws -> TLSSession in
+            let session = try TLSSession(
+                context: request.context, transport: transport, reader: reader,
+                serverHostname: request.serverHostname)
+            readerProtocol.tls = session
+            self.install(session)
+            session.start()
+            return session
+        }
+        try await session.waitForHandshake(timeout: request.handshakeTimeout)
     }
 }

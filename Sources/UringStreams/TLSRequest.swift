@@ -1,0 +1,58 @@
+/// The TLS arguments of one stream function, checked and with its context loaded before any
+/// socket is made (as asyncio checks `ssl=`, `server_hostname=` and `ssl_handshake_timeout=` up
+/// front).
+struct TLSRequest: Sendable {
+    let context: TLSContext
+    /// The client's name for SNI and verification; nil for servers.
+    let serverHostname: String?
+    let handshakeTimeout: Duration
+
+    /// asyncio's default `ssl_handshake_timeout`.
+    static let defaultHandshakeTimeout = Duration.seconds(60)
+
+    /// Checks the arguments; nil when `tls` is nil (plain connection).
+    ///
+    /// - Parameters:
+    ///   - defaultHostname: What `serverHostname` defaults to (the host connected to).
+    /// - Throws: ``StreamError/invalidArgument(_:)`` when `serverHostname` or `handshakeTimeout`
+    ///   comes without `tls`, the timeout is not positive, or the configuration's files cannot
+    ///   be loaded.
+    init?(
+        _ tls: TLSConfiguration?, serverHostname: String? = nil, defaultHostname: String? = nil,
+        handshakeTimeout: Duration?
+    ) throws {
+        guard let tls else {
+            if serverHostname != nil {
+                throw StreamError.invalidArgument("serverHostname is only meaningful with tls")
+            }
+            if handshakeTimeout != nil {
+                throw StreamError.invalidArgument("tlsHandshakeTimeout is only meaningful with tls")
+            }
+            return nil
+        }
+        if let handshakeTimeout, handshakeTimeout <= .zero {
+            throw StreamError.invalidArgument(
+                "tlsHandshakeTimeout should be a positive duration, got \(handshakeTimeout)")
+        }
+        if tls.role == .server, serverHostname != nil {
+            throw StreamError.invalidArgument("serverHostname is only meaningful for a TLS client")
+        }
+        context = try TLSContext.shared(for: tls)
+        self.serverHostname = tls.role == .client ? (serverHostname ?? defaultHostname) : nil
+        self.handshakeTimeout = handshakeTimeout ?? Self.defaultHandshakeTimeout
+    }
+}
+
+/// Builds the streams of a connected descriptor on `loop` and, with `tls`, completes the handshake
+/// before returning them (asyncio's `open_connection` returns once the handshake is done).
+///
+/// - Throws: The TLS session's or the handshake's error; the connection is closed then.
+func adoptConnection(
+    _ fd: Int32, on loop: EventLoop, limit: Int, tls: TLSRequest?
+) async throws -> (StreamReader, StreamWriter) {
+    let streams = try await onLoop(loop) { try makeStreams(loop: loop, fileDescriptor: fd, limit: limit, tls: tls) }
+    if let tls, let session = streams.1.tlsSession {
+        try await session.waitForHandshake(timeout: tls.handshakeTimeout)
+    }
+    return streams
+}
