@@ -550,6 +550,10 @@ final class BlockingServer: Sendable {
                     if errno == EINTR || errno == ECONNABORTED { continue }
                     break  // stop() shut the listener down
                 }
+                // Close-on-exec, like every other descriptor here (Glibc's module has no accept4):
+                // a child process a test starts (the TLS tests' Python and openssl peers) must not
+                // inherit the connection and keep it open after this side closes it.
+                _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
                 handler(connection)
                 RawSocket.close(connection)
             }
