@@ -296,12 +296,23 @@ final class TLSSession: @unchecked Sendable {
         finish(outcome)
     }
 
-    /// One SSL_write of the whole buffer (a memory BIO never pushes back); under the lock.
+    /// SSL_write of the whole buffer, in slices an `Int32` can count (a memory BIO never pushes
+    /// back, so each call takes its whole slice); under the lock.
     private func encrypt(_ bytes: Bytes, _ state: inout State, _ outcome: inout Outcome) {
         guard state.phase == .established else { return }
-        ERR_clear_error()
-        let result = bytes.withUnsafeBytes { SSL_write(ssl, $0.baseAddress, Int32($0.count)) }
-        if result <= 0 { fail(TLSError.current(ssl: ssl), &state, &outcome) }
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let count = min(raw.count - offset, 1 << 30)
+                ERR_clear_error()
+                let result = SSL_write(ssl, raw.baseAddress! + offset, Int32(count))
+                guard result > 0 else {
+                    fail(TLSError.current(ssl: ssl), &state, &outcome)
+                    return
+                }
+                offset += Int(result)
+            }
+        }
     }
 
     /// Moves what OpenSSL produced (records, alerts) to the transport; under the lock, so the
