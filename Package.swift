@@ -32,6 +32,7 @@ let package = Package(
         .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
         .executable(name: "loopback-bench", targets: ["loopback-bench"]),
         .executable(name: "echo-bench-server", targets: ["echo-bench-server"]),
+        .executable(name: "tls-echo-server", targets: ["tls-echo-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -54,6 +55,7 @@ let package = Package(
         example("socketpair-wait"),
         example("loopback-bench"),
         example("echo-bench-server"),
+        example("tls-echo-server"),
         .testTarget(
             name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
         .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
