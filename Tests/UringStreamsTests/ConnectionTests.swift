@@ -9,8 +9,7 @@
 //
 // Skipped CPython cases:
 // - test_open_connection_no_loop_ssl, test_open_unix_connection_no_loop_ssl,
-//   test_start_tls: TLS needs certificate fixtures; TLS is not part of this
-//   port (its cases belong with a TLS suite).
+//   test_start_tls: in TLSTests.swift, with certificates made at test time.
 // - test_loop_is_closed_resource_warnings: ResourceWarning when a loop is
 //   closed under a live writer; Swift has no warnings machinery or closed loops
 //   that keep running tasks.
