@@ -45,7 +45,7 @@ public final class StreamWriter: Sendable {
         if let bytes = data as? Bytes {
             write(bytes)
         } else if let tls = tls.load() {
-            tls.write(Bytes(data))
+            tls.write(data)
         } else {
             transport.write(copying: data)
         }
@@ -63,7 +63,7 @@ public final class StreamWriter: Sendable {
     /// Queues the UTF-8 bytes of `string` (asyncio `write(text.encode())`).
     public func write(_ string: String) {
         if let tls = tls.load() {
-            tls.write(Bytes(string))
+            tls.write(string.utf8)
         } else {
             transport.write(copying: string.utf8)
         }
@@ -183,6 +183,11 @@ public final class StreamWriter: Sendable {
         try await drain()
         let transport = self.transport
         let session = try await onLoop(transport.loop) { () throws -> TLSSession in
+            // Checked again here, where startTLS calls are serialised: two may have passed the
+            // first check while draining.
+            guard self.tls.load() == nil else {
+                throw StreamError.invalidArgument("the connection already uses TLS")
+            }
             let session = try TLSSession(
                 context: request.context, transport: transport, reader: reader,
                 serverHostname: request.serverHostname)

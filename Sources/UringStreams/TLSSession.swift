@@ -182,7 +182,7 @@ final class TLSSession: @unchecked Sendable {
             state.info = TLSConnectionInfo(
                 ssl: ssl, serverHostname: serverHostname, configuration: context.configuration)
             outcome.handshakeDone = state.handshakeWaiter.take()
-            for bytes in state.pending { encrypt(bytes, &state, &outcome) }
+            for bytes in state.pending { bytes.withUnsafeBytes { encrypt($0, &state, &outcome) } }
             state.pending.removeAll()
             if state.writeShut { sendCloseNotify(&state) }
         } else {
@@ -216,7 +216,8 @@ final class TLSSession: @unchecked Sendable {
     /// one receive delivered, so the plaintext made here is bounded too, and the reader's limit
     /// (which pauses the transport) bounds the rest.
     private func decrypt(_ state: inout State, _ outcome: inout Outcome) {
-        while true {
+        // Stop before allocating a record's worth of memory when nothing is left to read.
+        while ctls_bio_pending(input) > 0 || SSL_has_pending(ssl) == 1 {
             ERR_clear_error()
             var result: Int32 = 0
             let bytes = Bytes(capacity: Self.recordSize) { buffer in
@@ -280,6 +281,20 @@ final class TLSSession: @unchecked Sendable {
     /// handshake has finished the plaintext waits; after close() or writeEOF() it is dropped.
     func write(_ bytes: Bytes) {
         guard bytes.count > 0 else { return }
+        bytes.withUnsafeBytes { write($0, keeping: bytes) }
+    }
+
+    /// Encrypts `data` straight from the caller's memory: only plaintext that has to wait for the
+    /// handshake is copied.
+    func write(_ data: some Collection<UInt8>) {
+        guard !data.isEmpty else { return }
+        let direct: Void? = data.withContiguousStorageIfAvailable { write(UnsafeRawBufferPointer($0), keeping: nil) }
+        if direct == nil { write(Bytes(data)) }
+    }
+
+    /// `keeping`: the same bytes as a `Bytes`, to hold without copying if they must wait.
+    private func write(_ raw: UnsafeRawBufferPointer, keeping bytes: Bytes?) {
+        guard raw.count > 0 else { return }
         var outcome = Outcome()
         state.withLock { state in
             if state.writeShut || state.phase == .failed {
@@ -287,10 +302,10 @@ final class TLSSession: @unchecked Sendable {
                 return
             }
             if state.phase == .handshaking {
-                state.pending.append(bytes)
+                state.pending.append(bytes ?? Bytes(raw))
                 return
             }
-            encrypt(bytes, &state, &outcome)
+            encrypt(raw, &state, &outcome)
             flushOutput()
         }
         finish(outcome)
@@ -298,20 +313,18 @@ final class TLSSession: @unchecked Sendable {
 
     /// SSL_write of the whole buffer, in slices an `Int32` can count (a memory BIO never pushes
     /// back, so each call takes its whole slice); under the lock.
-    private func encrypt(_ bytes: Bytes, _ state: inout State, _ outcome: inout Outcome) {
+    private func encrypt(_ raw: UnsafeRawBufferPointer, _ state: inout State, _ outcome: inout Outcome) {
         guard state.phase == .established else { return }
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let count = min(raw.count - offset, 1 << 30)
-                ERR_clear_error()
-                let result = SSL_write(ssl, raw.baseAddress! + offset, Int32(count))
-                guard result > 0 else {
-                    fail(TLSError.current(ssl: ssl), &state, &outcome)
-                    return
-                }
-                offset += Int(result)
+        var offset = 0
+        while offset < raw.count {
+            let count = min(raw.count - offset, 1 << 30)
+            ERR_clear_error()
+            let result = SSL_write(ssl, raw.baseAddress! + offset, Int32(count))
+            guard result > 0 else {
+                fail(TLSError.current(ssl: ssl), &state, &outcome)
+                return
             }
+            offset += Int(result)
         }
     }
 

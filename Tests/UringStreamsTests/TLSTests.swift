@@ -415,6 +415,60 @@ struct TLSTests {
         }
     }
 
+    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    func readerLimitPausesTheSocketForDecryptedData() async throws {
+        try await withDeadline(30) {
+            let fixtures = try await TLSFixtures.make()
+            let payload = patternBytes(count: 1024 * 1024, seed: 3)
+            let serverWriter = Mailbox<StreamWriter>()
+            let server = try await startServer(host: "127.0.0.1", port: 0, tls: fixtures.server) { _, writer in
+                writer.write(payload)
+                serverWriter.send(writer)
+                try? await writer.drain()
+                writer.close()
+            }
+            defer { server.close() }
+            let port = server.addresses[0].port
+            try await onFreshLoop {
+                let (reader, writer) = try await openConnection(
+                    host: "127.0.0.1", port: port, limit: 4096, tls: fixtures.client, serverHostname: "localhost")
+                _ = await serverWriter.receive()
+                // Nobody reads: above 2 × limit of decrypted data the reader pauses the socket,
+                // and it stays paused (the TLS layer does not keep reading on its own).
+                #expect(try await eventually { !writer.transport.isReading })
+                try await settle(300)
+                #expect(!writer.transport.isReading)
+                let received = try await reader.readExactly(payload.count)
+                #expect(received == payload)
+                #expect(try await reader.read().isEmpty)
+                writer.close()
+            }
+        }
+    }
+
+    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    func writeEOFSendsCloseNotifyAndKeepsReading() async throws {
+        try await withDeadline(20) {
+            let fixtures = try await TLSFixtures.make()
+            let server = try await startServer(host: "127.0.0.1", port: 0, tls: fixtures.server) { reader, writer in
+                await echoLinesUntilEOF(reader, writer)
+            }
+            defer { server.close() }
+            let (reader, writer) = try await openConnection(
+                host: "127.0.0.1", port: server.addresses[0].port, tls: fixtures.client, serverHostname: "localhost")
+            #expect(writer.canWriteEOF == false)
+            writer.write("last line\n")
+            writer.writeEOF()
+            writer.write("dropped\n")
+            await #expect(throws: StreamError.closed) { try await writer.drain() }
+            // The server saw the end of our data (close_notify), echoed what came before, closed.
+            #expect(text(try await reader.read()) == "last line\n")
+            #expect(reader.atEOF)
+            writer.close()
+            try await writer.waitClosed()
+        }
+    }
+
     // MARK: Peers that misbehave
 
     @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
