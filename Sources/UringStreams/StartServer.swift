@@ -59,22 +59,26 @@ public func startServer(
 ///   - fileDescriptor: A bound `SOCK_STREAM` socket.
 ///   - limit: Each reader's buffer limit; must be positive.
 ///   - backlog: The listen backlog, when the socket is not listening yet.
+///   - tls: TLS settings (a `.server` configuration), as for the `host:port:` variant.
+///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - startServing: Whether to accept at once.
 ///   - group: The loops connections live on.
 ///   - clientConnected: Runs as a task on the connection's loop.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or a descriptor that is not a
-///   stream socket.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, TLS argument, or a descriptor
+///   that is not a stream socket.
 ///
-/// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, sock=sock)`.
+/// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, sock=sock, ssl=...)`.
 public func startServer(
-    fileDescriptor: Int32, limit: Int = 65_536, backlog: Int = 100, startServing: Bool = true,
-    on group: EventLoopGroup? = nil, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+    fileDescriptor: Int32, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
+    tlsHandshakeTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
+    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout)
     let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
     return try await makeServer(
         descriptors: [fileDescriptor], limit: limit, backlog: backlog,
-        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, tls: nil,
+        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, tls: tls,
         startServing: startServing, group: group, clientConnected: clientConnected)
 }
 

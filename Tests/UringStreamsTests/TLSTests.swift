@@ -97,7 +97,9 @@ struct TLSTests {
     func opensslClientTalksToServer() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
-            let server = try await startServer(host: "127.0.0.1", port: 0, tls: fixtures.server) { reader, writer in
+            // Served from a socket bound here: the fileDescriptor: variant takes tls: too.
+            let (listener, _) = try RawSocket.tcpLoopback(listening: false)
+            let server = try await startServer(fileDescriptor: listener, tls: fixtures.server) { reader, writer in
                 guard let line = try? await reader.readLine() else { return }
                 writer.write("echo: ")
                 writer.write(line)
@@ -471,19 +473,32 @@ struct TLSTests {
 
     // MARK: Peers that misbehave
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
-    func handshakeTimesOutWhenTheServerNeverSpeaks() async throws {
+    /// Where a server stalls: before its first byte, or in the middle of its first record.
+    enum Stall: String, CaseIterable, Sendable {
+        case silent, midRecord
+    }
+
+    @Test(
+        .enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"),
+        arguments: Stall.allCases)
+    func handshakeTimesOutWhenTheServerStalls(stall: Stall) async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
-            let silent = try BlockingServer { connection in
+            let stalling = try BlockingServer { connection in
+                if stall == .midRecord {
+                    // Wait for the ClientHello, then send the start of a handshake record
+                    // (type 22, TLS 1.2, 80 bytes long) and nothing more.
+                    _ = try? RawSocket.read(connection)
+                    try? RawSocket.writeAll(connection, [22, 3, 3, 0, 80, 2, 0, 0])
+                }
                 _ = try? RawSocket.readToEOF(connection, timeoutMilliseconds: 10_000)
             }
-            defer { silent.stop() }
+            defer { stalling.stop() }
             let clock = ContinuousClock()
             let started = clock.now
             await #expect(throws: StreamError.timedOut) {
                 _ = try await openConnection(
-                    host: "127.0.0.1", port: silent.port, tls: fixtures.client, serverHostname: "localhost",
+                    host: "127.0.0.1", port: stalling.port, tls: fixtures.client, serverHostname: "localhost",
                     tlsHandshakeTimeout: .milliseconds(300))
             }
             let elapsed = clock.now - started
