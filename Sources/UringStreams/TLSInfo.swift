@@ -65,8 +65,8 @@ public struct TLSConnectionInfo: Sendable {
     public let cipher: TLSCipher
     /// The ALPN protocol both ends chose, if any (`SSLObject.selected_alpn_protocol()`).
     public let alpnProtocol: String?
-    /// The name sent in SNI and verified against the certificate (`SSLObject.server_hostname`);
-    /// nil on the server side and for IP-address hosts that were verified without SNI.
+    /// The name the client checked the certificate against, a DNS name (also sent as SNI) or an
+    /// IP address (not sent) (`SSLObject.server_hostname`); nil on the server side.
     public let serverHostname: String?
     /// The peer's certificate, when it sent one (`SSLObject.getpeercert()`).
     public let peerCertificate: TLSCertificate?
