@@ -122,8 +122,8 @@ struct TLSTests {
 
     @Test(
         .enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"),
-        arguments: SocketKind.allCases)
-    func clientTalksToServer(kind: SocketKind) async throws {
+        arguments: SocketKind.allCases, Placement.allCases)
+    func clientTalksToServer(kind: SocketKind, placement: Placement) async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let serverConfig = TLSConfiguration.server(
@@ -134,28 +134,79 @@ struct TLSTests {
                 await echoLinesUntilEOF(reader, writer)
             }
             let clientConfig = TLSConfiguration.client(trustRoots: .file(fixtures.caFile), alpn: ["h2", "http/1.1"])
-            let server: Server
-            let reader: StreamReader
-            let writer: StreamWriter
-            switch kind {
-            case .tcp:
-                server = try await startServer(host: "127.0.0.1", port: 0, tls: serverConfig, clientConnected: handler)
-                (reader, writer) = try await openConnection(
-                    host: "127.0.0.1", port: server.addresses[0].port, tls: clientConfig, serverHostname: "localhost")
-            case .unix:
-                let path = fixtures.directory.file("tls.sock")
-                server = try await startUnixServer(path: path, tls: serverConfig, clientConnected: handler)
-                (reader, writer) = try await openUnixConnection(
-                    path: path, tls: clientConfig, serverHostname: "localhost")
+            // On a private loop both ends' handshakes run on one thread.
+            try await placement.run {
+                let server: Server
+                let reader: StreamReader
+                let writer: StreamWriter
+                switch kind {
+                case .tcp:
+                    server = try await startServer(
+                        host: "127.0.0.1", port: 0, tls: serverConfig, clientConnected: handler)
+                    (reader, writer) = try await openConnection(
+                        host: "127.0.0.1", port: server.addresses[0].port, tls: clientConfig,
+                        serverHostname: "localhost")
+                case .unix:
+                    let path = fixtures.directory.file("tls-\(placement).sock")
+                    server = try await startUnixServer(path: path, tls: serverConfig, clientConnected: handler)
+                    (reader, writer) = try await openUnixConnection(
+                        path: path, tls: clientConfig, serverHostname: "localhost")
+                }
+                for index in 0..<10 {
+                    #expect(
+                        try await roundTrip("line \(index)\n", reader: reader, writer: writer) == "line \(index)\n")
+                }
+                #expect((writer.extraInfo("ssl_object") as? TLSConnectionInfo)?.alpnProtocol == "http/1.1")
+                #expect(serverALPN.value == "http/1.1")
+                writer.close()
+                try await writer.waitClosed()
+                server.close()
+                await server.waitClosed()
+            }
+        }
+    }
+
+    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    func noCommonALPNProtocolGoesOnWithout() async throws {
+        try await withDeadline(20) {
+            let fixtures = try await TLSFixtures.make()
+            let serverConfig = TLSConfiguration.server(
+                certificateFile: fixtures.serverCertificate, privateKeyFile: fixtures.serverKey, alpn: ["h2"])
+            let server = try await startServer(host: "127.0.0.1", port: 0, tls: serverConfig) { reader, writer in
+                await echoLinesUntilEOF(reader, writer)
             }
             defer { server.close() }
-            for index in 0..<10 {
-                #expect(try await roundTrip("line \(index)\n", reader: reader, writer: writer) == "line \(index)\n")
-            }
-            #expect((writer.extraInfo("ssl_object") as? TLSConnectionInfo)?.alpnProtocol == "http/1.1")
-            #expect(serverALPN.value == "http/1.1")
+            let (reader, writer) = try await openConnection(
+                host: "127.0.0.1", port: server.addresses[0].port,
+                tls: .client(trustRoots: .file(fixtures.caFile), alpn: ["http/1.1"]), serverHostname: "localhost")
+            let info = try #require(writer.extraInfo("ssl_object") as? TLSConnectionInfo)
+            #expect(info.alpnProtocol == nil)
+            #expect(try await roundTrip("no ALPN\n", reader: reader, writer: writer) == "no ALPN\n")
             writer.close()
-            try await writer.waitClosed()
+        }
+    }
+
+    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    func cancellingAHandshakeAbortsItPromptly() async throws {
+        try await withDeadline(20) {
+            let fixtures = try await TLSFixtures.make()
+            let accepted = Locked(false)
+            let silent = try BlockingServer { connection in
+                accepted.set(true)
+                _ = try? RawSocket.readToEOF(connection, timeoutMilliseconds: 10_000)
+            }
+            defer { silent.stop() }
+            let attempt = Task {
+                try await openConnection(
+                    host: "127.0.0.1", port: silent.port, tls: fixtures.client, serverHostname: "localhost")
+            }
+            #expect(try await eventually { accepted.value })
+            try await settle()
+            let clock = ContinuousClock()
+            let cancelled = clock.now
+            attempt.cancel()
+            await #expect(throws: CancellationError.self) { _ = try await attempt.value }
+            #expect(clock.now - cancelled < .seconds(5))
         }
     }
 
