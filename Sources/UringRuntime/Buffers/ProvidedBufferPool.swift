@@ -48,6 +48,10 @@ final class ProvidedBufferPool {
 
     /// Buffers the kernel can still write into (including a partly filled one at the head).
     var available: Int { Int(tail &- head) }
+    /// When no more than this many buffers are left, receives are copied out so their buffers go
+    /// straight back: readers holding buffers (a slow consumer, a long `readExactly`) can then
+    /// never take the last ones every other connection needs.
+    var copyReserve: Int { max(2, bufferCount / 8) }
 
     init(ring: any RingBackend, group: UInt16, bufferCount: Int, bufferSize: Int, incremental: Bool) throws(RingError) {
         precondition(bufferCount > 0 && bufferCount & (bufferCount - 1) == 0 && bufferCount <= 32768)
@@ -90,16 +94,16 @@ final class ProvidedBufferPool {
     }
 
     /// Hands over the `count` bytes a receive completion placed, starting in buffer `firstID`, as one
-    /// `Bytes` per buffer they lie in (more than one only for bundles), without copying unless
-    /// `copy`: then the bytes are copied out so the buffers can go back at once (a reader holding
-    /// many would otherwise starve every connection of the loop). `bufferHasMore` is the
-    /// completion's `IORING_CQE_F_BUF_MORE`: the last buffer stays in the ring.
+    /// `Bytes` per buffer they lie in (more than one only for bundles). They point into the buffers
+    /// unless no more than ``copyReserve`` buffers are left: then they are copied out so the buffers
+    /// can go back at once (readers holding many would otherwise starve every connection of the
+    /// loop). `bufferHasMore` is the completion's `IORING_CQE_F_BUF_MORE`: the last buffer stays in
+    /// the ring.
     ///
     /// Returns how many bytes were copied.
     @inline(__always)
-    func takeReceived(
-        firstID: UInt16, count: Int, bufferHasMore: Bool, copy: Bool, _ deliver: (Bytes) -> Void
-    ) -> Int {
+    func takeReceived(firstID: UInt16, count: Int, bufferHasMore: Bool, _ deliver: (Bytes) -> Void) -> Int {
+        var copied = 0
         var remaining = count
         var id = firstID
         var first = true
@@ -109,6 +113,8 @@ final class ProvidedBufferPool {
                 id = slots[Int(head & UInt16(bufferCount - 1))]
             }
             first = false
+            // Decided per buffer: one bundle may take most of the ring.
+            let copy = available <= copyReserve
             let offset = filled[Int(id)]
             let piece = min(remaining, bufferSize - offset)
             remaining -= piece
@@ -123,13 +129,15 @@ final class ProvidedBufferPool {
             }
             if piece > 0 {
                 let base = UnsafeRawPointer(lease.address + offset)
-                deliver(
-                    copy
-                        ? Bytes(copying: UnsafeRawBufferPointer(start: base, count: piece))
-                        : Bytes(owner: lease, base: base, count: piece))
+                if copy {
+                    deliver(Bytes(copying: UnsafeRawBufferPointer(start: base, count: piece)))
+                    copied += piece
+                } else {
+                    deliver(Bytes(owner: lease, base: base, count: piece))
+                }
             }
         } while remaining > 0 && available > 0
-        return copy ? count : 0
+        return copied
     }
 
     /// Accounts for buffer `id` that a failed or empty receive consumed.

@@ -478,11 +478,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         if result > 0, let id = completion.bufferID {
             loop.counters.bytesReceived += Int(result)
             let pool = loop.bufferPool!
-            // When buffers run out (readers holding many), copy so they go straight back and a slow
-            // reader cannot starve every other connection of the loop.
             let copied = pool.takeReceived(
-                firstID: id, count: Int(result), bufferHasMore: completion.bufferHasMore,
-                copy: pool.available < pool.bufferCount / 8
+                firstID: id, count: Int(result), bufferHasMore: completion.bufferHasMore
             ) { deliver($0) }
             if copied > 0 { loop.recordCopiedOnReceive(copied) }
         } else if let id = completion.bufferID {
