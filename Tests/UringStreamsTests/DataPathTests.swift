@@ -127,6 +127,32 @@ struct DataPathTests {
         }
     }
 
+    @Test func receivedBytesOutliveTheirConnectionAndLoop() async throws {
+        try await withDeadline(30) {
+            let group = EventLoopGroup(loopCount: 1)
+            let loop = group.next()
+            let payload = patternBytes(count: 300_000, seed: 3)
+            let kept = try await withTaskExecutorPreference(loop) { () async throws -> [Bytes] in
+                let server = try await startServer(host: "127.0.0.1", port: 0) { _, writer in
+                    writer.write(payload)
+                    try? await writer.drain()
+                    writer.close()
+                }
+                let (reader, writer) = try await openConnection(host: "127.0.0.1", port: server.addresses[0].port)
+                var chunks: [Bytes] = []
+                while case let chunk = try await reader.read(65_536), !chunk.isEmpty { chunks.append(chunk) }
+                writer.close()
+                try await writer.waitClosed()
+                server.close()
+                await server.waitClosed()
+                return chunks
+            }
+            try await group.shutdown()
+            // The buffers these point into belonged to a loop that no longer runs.
+            #expect(kept.flatMap { Array($0) } == payload)
+        }
+    }
+
     enum Peer: String, CaseIterable, Sendable { case tcp, unix }
 
     @Test(arguments: Peer.allCases)

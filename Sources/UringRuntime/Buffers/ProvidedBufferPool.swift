@@ -77,8 +77,11 @@ final class ProvidedBufferPool {
     }
 
     /// Releases the ring; the loop calls it at shutdown, after the ring stopped using the buffers.
+    /// The buffers stay mapped if any `Bytes` still refers to one: those stay valid, and the
+    /// mapping (address space, and only the pages they touched) is the price of that.
     func close(ring: any RingBackend) {
         ring.unregisterBufferRing(ringMemory)
+        for index in leases.indices where !isKnownUniquelyReferenced(&leases[index]) { return }
         munmap(storage, bufferCount * bufferSize)
     }
 
