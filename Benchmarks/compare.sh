@@ -21,14 +21,14 @@ done
 
 bash scripts/setup-deps test
 make -s -C Benchmarks/harness
-swift build -c release --product echo-bench-server
+(cd Benchmarks && swift build -c release --product echo-bench-server)
 (cd Benchmarks && swift build -c release --product nio-echo-server)
 if [[ ! -x Benchmarks/.venv/bin/python ]]; then
     echo "compare: creating Benchmarks/.venv with uvloop from PyPI"
     python3 -m venv Benchmarks/.venv
     Benchmarks/.venv/bin/pip install -q uvloop
 fi
-bin="$(swift build -c release --show-bin-path)"
+bin=Benchmarks/.build/release
 python=Benchmarks/.venv/bin/python
 servers=(
     --server "c-liburing=Benchmarks/harness/build/uring-echo-server --host 127.0.0.1 --port {port}"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 count=${1:-1000}
-bin="$(swift build -c release --show-bin-path)"
+bin=Benchmarks/.build/release
 python=Benchmarks/.venv/bin/python
 [[ -x $python ]] || python=python3
 ulimit -n 65536 2>/dev/null || true
