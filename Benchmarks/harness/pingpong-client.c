@@ -293,6 +293,14 @@ static long long proc_cpu_ticks(long pid)
     return (long long)(utime + stime);
 }
 
+/* A client that got no CPU for most of the run (a busy machine) would see
+ * warm-up and window end in one step; such a window measures nothing. */
+static void check_window(double secs, double wanted)
+{
+    if (secs < wanted / 2)
+        fatal("measured window %.3f s of %.3f s: this client was starved of CPU", secs, wanted);
+}
+
 /* ---- connections ---------------------------------------------------------- */
 
 struct conn {
@@ -609,6 +617,7 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
     }
 
     double secs = (double)(t_stop - t_start) / 1e9;
+    check_window(secs, o->duration);
     double gbits = (double)measured * 8 / 1e9;
     printf("{\"mode\":\"stream\",\"connections\":%u,\"size\":%zu,\"bytes\":%llu,\"seconds\":%.3f,"
            "\"gbps\":%.3f,\"client_cpu_s\":%.3f",
@@ -825,6 +834,7 @@ int main(int argc, char **argv)
     }
 
     double secs = (double)(cl->t_measure_end - cl->t_measure_start) / 1e9;
+    check_window(secs, cl->o.duration);
     const struct histogram *h = &cl->hist;
     if (h->n == 0)
         fatal("no request completed in the measured window");
