@@ -150,8 +150,10 @@ def machine_line(results):
     quiet = (f"all {len(load)} runs started on a quiet machine" if busy == 0 else
              f"{busy} of {len(load)} runs started while the machine was busy "
              f"(up to {max(load):.1f} CPUs used by others): treat those numbers as noise")
-    return (f"Run {m['date_utc']} at commit `{m['git_commit'][:12]}` on {m['cpu_model']}, {m['cpus']} CPUs, "
-            f"{m.get('memory_gib')} GiB, Linux {m['kernel']}. {s['rounds']} interleaved round(s) × "
+    commit = m["git_commit"][:12] + ("-dirty" if m["git_commit"].endswith("-dirty") else "")
+    return (f"Run {m['date_utc']} at commit `{commit}` on {m['cpu_model']}, {m['cpus']} CPUs, "
+            f"{m.get('memory_gib')} GiB, Linux {m['kernel']}, {m.get('swift') or 'Swift ?'}, "
+            f"liburing {m.get('liburing') or '?'}. {s['rounds']} interleaved round(s) × "
             f"{s['duration']} s measured (after {s['warmup']} s warm-up) per server and scenario, "
             f"CPU layout `{s['pin']}` (server on CPU 1, load generator on CPU 0 when split); {quiet}. "
             f"Medians, (min–max) over rounds.")
