@@ -462,12 +462,13 @@ static void on_readable(struct client *cl, struct conn *c)
 
 /*
  * Connection i sends the byte stream pattern[(k + shift_i) % PERIOD] for
- * k = 0, 1, 2, …; the pattern array is PERIOD + chunk bytes long, so any
- * chunk starting below PERIOD is one contiguous window. PERIOD is prime, so
+ * k = 0, 1, 2, …; the pattern array is PERIOD + the largest read or write
+ * long, so any of them starting below PERIOD is one contiguous window. PERIOD is prime, so
  * it never lines up with chunk or buffer sizes and a reordered, duplicated
  * or lost stretch of echo cannot compare equal.
  */
 #define PERIOD 65521u
+#define STREAM_READ (256u * 1024)
 
 struct stream_conn {
     int fd;
@@ -498,13 +499,16 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
 {
     const size_t chunk = o->size;
     const uint64_t window = stream_window(chunk);
-    uint8_t *pattern = malloc(PERIOD + chunk);
-    uint8_t *rx = malloc(chunk);
+    /* Receive in large reads whatever the chunk size, so the load generator
+     * spends few system calls per byte and the server saturates first. */
+    const size_t rx_size = chunk > STREAM_READ ? chunk : STREAM_READ;
+    uint8_t *pattern = malloc(PERIOD + rx_size);
+    uint8_t *rx = malloc(rx_size);
     struct stream_conn *conns = calloc(o->connections, sizeof *conns);
     if (pattern == NULL || rx == NULL || conns == NULL)
         fatal("out of memory");
     uint64_t x = 0x9E3779B97F4A7C15ull;
-    for (size_t i = 0; i < PERIOD + chunk; i++) {
+    for (size_t i = 0; i < PERIOD; i++) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -512,7 +516,7 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
     }
     /* The tail repeats the start, so windows crossing PERIOD stay contiguous
      * (in order, so it also works for chunks longer than PERIOD). */
-    for (size_t j = 0; j < chunk; j++)
+    for (size_t j = 0; j < rx_size; j++)
         pattern[PERIOD + j] = pattern[j];
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -577,7 +581,7 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
             uint32_t id = events[e].data.u32;
             struct stream_conn *c = &conns[id];
             if (events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                ssize_t r = recv(c->fd, rx, chunk, 0);
+                ssize_t r = recv(c->fd, rx, rx_size, 0);
                 if (r == 0)
                     fatal("conn %u: server closed the connection", id);
                 if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
