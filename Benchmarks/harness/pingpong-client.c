@@ -13,7 +13,8 @@
  *
  * idle: opens CONNECTIONS connections one after another, echoes one byte on
  * each (so the server really serves it), then holds them all idle for
- * DURATION seconds and reports the server's added VmRSS per connection.
+ * DURATION seconds and reports the server's added VmRSS per connection
+ * (overall, and past the first tenth of the connections).
  *
  * Single thread, level-triggered epoll, loopback only (this is a benchmark,
  * not a traffic generator). Prints one JSON line on stdout; any protocol
@@ -687,8 +688,13 @@ static int run_idle(const struct options *o, const struct addrinfo *ai)
     int *fds = calloc(o->connections, sizeof *fds);
     if (fds == NULL)
         fatal("out of memory");
-    long before = vm_rss_kib(o->server_pid);
+    long before = vm_rss_kib(o->server_pid), at_tenth = before;
+    /* RSS after the first tenth too: growth past it leaves out one-time
+     * costs of a server's first connections (thread stacks, pools). */
+    unsigned tenth = o->connections / 10;
     for (unsigned i = 0; i < o->connections; i++) {
+        if (i == tenth && tenth > 0)
+            at_tenth = vm_rss_kib(o->server_pid);
         fds[i] = connect_one(ai);
         /* Blocking again, with a bounded wait for the one-byte echo. */
         fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) & ~O_NONBLOCK);
@@ -709,8 +715,9 @@ static int run_idle(const struct options *o, const struct addrinfo *ai)
     nanosleep(&hold, NULL);
     long after = vm_rss_kib(o->server_pid);
     printf("{\"mode\":\"idle\",\"connections\":%u,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,"
-           "\"kib_per_conn\":%.3f}\n",
-           o->connections, before, after, (double)(after - before) / o->connections);
+           "\"kib_per_conn\":%.3f,\"rss_at_tenth_kib\":%ld,\"marginal_kib_per_conn\":%.3f}\n",
+           o->connections, before, after, (double)(after - before) / o->connections, at_tenth,
+           (double)(after - at_tenth) / (o->connections - tenth));
     fflush(stdout);
     for (unsigned i = 0; i < o->connections; i++)
         close(fds[i]);

@@ -103,14 +103,15 @@ def throughput_table(results, scenario, mode):
 
 
 def idle_table(results, scenario):
-    rows = ["| server | RSS before (KiB) | RSS with the connections (KiB) | KiB per connection |",
-            "|---|---|---|---|"]
+    rows = ["| server | RSS before (KiB) | RSS with the connections (KiB) | KiB per connection "
+            "| KiB per connection past the first tenth |", "|---|---|---|---|---|"]
     for server in servers_in(results):
         per_conn = samples(results, scenario, server, "kib_per_conn")
         if not any(r["scenario"] == scenario and r["server"] == server for r in results["runs"]):
             continue
         rows.append(f"| {server} | {cell(samples(results, scenario, server, 'rss_before_kib'), 0)} | "
-                    f"{cell(samples(results, scenario, server, 'rss_after_kib'), 0)} | {cell(per_conn, 2)} |")
+                    f"{cell(samples(results, scenario, server, 'rss_after_kib'), 0)} | {cell(per_conn, 2)} | "
+                    f"{cell(samples(results, scenario, server, 'marginal_kib_per_conn'), 2)} |")
     return rows
 
 
