@@ -29,7 +29,6 @@ let package = Package(
         .executable(name: "http-headers", targets: ["http-headers"]),
         .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
         .executable(name: "loopback-bench", targets: ["loopback-bench"]),
-        .executable(name: "echo-bench-server", targets: ["echo-bench-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -47,7 +46,6 @@ let package = Package(
         example("http-headers"),
         example("socketpair-wait"),
         example("loopback-bench"),
-        example("echo-bench-server"),
         .testTarget(name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
         .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
     ]
