@@ -14,10 +14,11 @@ extension SocketDescriptor {
     ///   - reusePort: Sets `SO_REUSEPORT` (several sockets, even of other processes, share the port).
     /// - Returns: The descriptors, in the order of `addresses`; the caller owns them.
     /// - Throws: ``StreamError`` for the first socket, option or bind failure (every socket made
-    ///   so far is closed), or when no address had a supported family.
+    ///   so far is closed), or when there is no address or none of a supported family.
     package static func bindForListening(_ addresses: [SocketAddress], reuseAddress: Bool, reusePort: Bool)
         throws(StreamError) -> [Int32]
     {
+        guard !addresses.isEmpty else { throw StreamError.invalidArgument("getaddrinfo() returned no address") }
         var descriptors: [Int32] = []
         do {
             for address in addresses {
