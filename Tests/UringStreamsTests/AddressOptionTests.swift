@@ -3,6 +3,7 @@
 // for bad input. Hosts are numeric or `localhost` from /etc/hosts, so no DNS is involved (except
 // in the unknown-host case, which only needs the resolver to fail).
 
+import Foundation
 import Glibc
 import Testing
 import UringStreams
@@ -112,7 +113,41 @@ struct AddressOptionTests {
         }
     }
 
-    // MARK: reusePort and localAddress
+    // MARK: backlog, reusePort and localAddress
+
+    static let ssPath = "/usr/bin/ss"
+
+    /// The maximum listen queue of the socket listening on `port`, as `ss` reads it from the
+    /// kernel (the Send-Q column of a listening socket); /proc/net/tcp does not show it.
+    static func listenBacklog(port: Int) throws -> Int? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ssPath)
+        process.arguments = ["-ltnH", "sport = :\(port)"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        // State Recv-Q Send-Q Local-Address:Port Peer-Address:Port
+        let fields = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        return fields.count >= 3 ? Int(fields[2]) : nil
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: ssPath)), arguments: [7, nil] as [Int?])
+    func backlogIsTheListenQueueLength(backlog: Int?) async throws {
+        try await withDeadline {
+            let server: Server
+            if let backlog {
+                server = try await startServer(host: "127.0.0.1", port: 0, backlog: backlog) { _, _ in }
+            } else {
+                server = try await startServer(host: "127.0.0.1", port: 0) { _, _ in }
+            }
+            let port = try #require(server.addresses.first).port
+            #expect(try await onThread { try Self.listenBacklog(port: port) } == backlog ?? 100)
+            server.close()
+            await server.waitClosed()
+        }
+    }
 
     @Test func reusePortLetsTwoServersShareAPort() async throws {
         try await withDeadline {
