@@ -41,7 +41,7 @@ struct DataPathTests {
         try await withDeadline(60) {
             let group = EventLoopGroup(loopCount: 1, configuration: setting.configuration)
             let loop = group.next()
-            let payloads = (0..<4).map { patternBytes(count: 512 << 10, seed: UInt32(7 + $0)) }
+            let payloads = (0..<4).map { patternBytes(count: 256 << 10, seed: UInt32(7 + $0)) }
             let stats = try await withTaskExecutorPreference(loop) { () async throws -> EventLoop.Statistics in
                 let server = try await startServer(host: "127.0.0.1", port: 0, clientConnected: echoChunksUntilEOF)
                 let port = try #require(server.addresses.first).port
@@ -67,7 +67,7 @@ struct DataPathTests {
                 return loop.statistics
             }
             // Both directions of every echo went through this loop's receive buffers.
-            #expect(stats.bytesReceived >= 2 * payloads.count * (512 << 10))
+            #expect(stats.bytesReceived >= 2 * payloads.count * (256 << 10))
             if setting.bufferCount == 4 {
                 #expect(stats.bufferExhaustions > 0)
                 #expect(stats.receiveRearms > 0)
@@ -85,7 +85,7 @@ struct DataPathTests {
             let loop = group.next()
             let slowMayRead = Mailbox<Bool>()
             let slowReceived = Mailbox<[UInt8]>()
-            let bulk = patternBytes(count: 1 << 20, seed: 99)
+            let bulk = patternBytes(count: 512 << 10, seed: 99)
             try await withTaskExecutorPreference(loop) {
                 let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
                     guard let role = try? await reader.readExactly(1) else { return }
@@ -164,7 +164,7 @@ struct DataPathTests {
             let group = EventLoopGroup(loopCount: 1, configuration: configuration)
             let loop = group.next()
             let directory = try TemporaryDirectory()
-            let payload = patternBytes(count: 4 << 20, seed: 5)
+            let payload = patternBytes(count: 1 << 20, seed: 5)
             let stats = try await withTaskExecutorPreference(loop) { () async throws -> EventLoop.Statistics in
                 let server: Server
                 let (reader, writer): (StreamReader, StreamWriter)
