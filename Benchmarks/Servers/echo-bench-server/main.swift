@@ -46,7 +46,9 @@ struct EchoBenchServer: AsyncParsableCommand {
             "{\"submissions\":\(stats.submissions),\"enterCalls\":\(stats.enterCalls),"
             + "\"completions\":\(stats.completions),\"bytesReceived\":\(stats.bytesReceived),"
             + "\"bytesSent\":\(stats.bytesSent),\"bytesCopiedOnReceive\":\(stats.bytesCopiedOnReceive),"
-            + "\"bytesCopiedOnSend\":\(stats.bytesCopiedOnSend),\"bufferExhaustions\":\(stats.bufferExhaustions)}\n"
+            + "\"bytesCopiedOnSend\":\(stats.bytesCopiedOnSend),\"bufferExhaustions\":\(stats.bufferExhaustions),"
+            + "\"receiveRearms\":\(stats.receiveRearms),\"zeroCopySends\":\(stats.zeroCopySends),"
+            + "\"zeroCopyFallbacks\":\(stats.zeroCopyFallbacks)}\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 }
