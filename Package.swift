@@ -31,7 +31,6 @@ let package = Package(
         .executable(name: "http-headers", targets: ["http-headers"]),
         .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
         .executable(name: "loopback-bench", targets: ["loopback-bench"]),
-        .executable(name: "echo-bench-server", targets: ["echo-bench-server"]),
         .executable(name: "tls-echo-server", targets: ["tls-echo-server"]),
     ],
     dependencies: [
@@ -54,10 +53,8 @@ let package = Package(
         example("http-headers"),
         example("socketpair-wait"),
         example("loopback-bench"),
-        example("echo-bench-server"),
         example("tls-echo-server"),
-        .testTarget(
-            name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
+        .testTarget(name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
         .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
     ]
 )

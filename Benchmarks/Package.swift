@@ -19,9 +19,14 @@ let benchmarkTarget: (String) -> Target = { name in
 let package = Package(
     name: "UringStreamsBenchmarks",
     platforms: [.macOS(.v15)],
+    products: [
+        // What the comparison harness (Benchmarks/compare) measures for UringStreams.
+        .executable(name: "echo-bench-server", targets: ["echo-bench-server"])
+    ],
     dependencies: [
         // Named: a path dependency is otherwise known by its folder name, which differs per checkout.
         .package(name: "UringStreams", path: ".."),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
         // The incumbent Swift choice, as a peer in the comparison (never a library dependency).
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -29,6 +34,15 @@ let package = Package(
     targets: [
         benchmarkTarget("ReaderFraming"),
         benchmarkTarget("LoopbackEcho"),
+        .executableTarget(
+            name: "echo-bench-server",
+            dependencies: [
+                .product(name: "UringStreams", package: "UringStreams"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Servers/echo-bench-server",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .executableTarget(
             name: "nio-echo-server",
             dependencies: [

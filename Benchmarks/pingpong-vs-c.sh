@@ -9,8 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup-deps
 make -s -C Benchmarks/harness
-swift build -c release --product echo-bench-server
-bin="$(swift build -c release --show-bin-path)"
+(cd Benchmarks && swift build -c release --product echo-bench-server)
+bin=Benchmarks/.build/release
 
 defaults=(--rounds 5 --duration 3 --connections 1 --size 64)
 for pin in split same; do

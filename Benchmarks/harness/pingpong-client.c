@@ -1,10 +1,20 @@
 /*
- * pingpong-client: closed-loop load generator for TCP echo servers.
+ * pingpong-client: load generator for TCP echo servers, in three modes.
  *
- * Each connection keeps exactly one SIZE-byte message in flight: send it,
- * wait for the whole echo, check it byte for byte, send the next. The
- * latency of every request (first send attempt -> last echoed byte) goes
- * into a fixed log-linear histogram, so the hot path never allocates.
+ * pingpong (default): each connection keeps exactly one SIZE-byte message in
+ * flight: send it, wait for the whole echo, check it byte for byte, send the
+ * next. The latency of every request (first send attempt -> last echoed
+ * byte) goes into a fixed log-linear histogram, so the hot path never
+ * allocates.
+ *
+ * stream: each connection writes SIZE-byte chunks of a deterministic byte
+ * stream without waiting, while reading the echo back and checking every
+ * byte against the same stream; reports echoed Gbit/s.
+ *
+ * idle: opens CONNECTIONS connections one after another, echoes one byte on
+ * each (so the server really serves it), then holds them all idle for
+ * DURATION seconds and reports the server's added VmRSS per connection
+ * (overall, and past the first tenth of the connections).
  *
  * Single thread, level-triggered epoll, loopback only (this is a benchmark,
  * not a traffic generator). Prints one JSON line on stdout; any protocol
@@ -31,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -147,7 +158,10 @@ static double hist_quantile(const struct histogram *h, double q)
 
 /* ---- options -------------------------------------------------------------- */
 
+enum mode { MODE_PINGPONG, MODE_STREAM, MODE_IDLE };
+
 struct options {
+    enum mode mode;
     const char *host;
     const char *port;
     unsigned connections;
@@ -159,11 +173,13 @@ struct options {
 static void usage(FILE *out)
 {
     fputs("usage: pingpong-client --host 127.0.0.1 --port N [options]\n"
-          "  --connections C    concurrent connections, one message each (default 1)\n"
-          "  --size S           message size in bytes (default 64)\n"
-          "  --duration SEC     measured seconds (default 3)\n"
+          "  --mode M           pingpong (default), stream or idle\n"
+          "  --connections C    concurrent connections (default 1)\n"
+          "  --size S           message size, or stream chunk size, in bytes (default 64)\n"
+          "  --duration SEC     measured seconds; idle mode: seconds to hold (default 3)\n"
           "  --warmup SEC       unmeasured seconds first (default 1)\n"
           "  --server-pid PID   also report that process's CPU time in the window\n"
+          "                     (idle mode: required, its VmRSS is reported)\n"
           "  --stall-timeout S  fail if an echo takes longer (default 5)\n"
           "  --print-free-port  print a currently free loopback port and exit\n",
           out);
@@ -215,7 +231,18 @@ static void parse_args(int argc, char **argv, struct options *o)
             exit(2);
         }
         const char *v = argv[++i];
-        if (strcmp(a, "--host") == 0)
+        if (strcmp(a, "--mode") == 0) {
+            if (strcmp(v, "pingpong") == 0)
+                o->mode = MODE_PINGPONG;
+            else if (strcmp(v, "stream") == 0)
+                o->mode = MODE_STREAM;
+            else if (strcmp(v, "idle") == 0)
+                o->mode = MODE_IDLE;
+            else {
+                fprintf(stderr, "invalid mode '%s'\n", v);
+                exit(2);
+            }
+        } else if (strcmp(a, "--host") == 0)
             o->host = v;
         else if (strcmp(a, "--port") == 0)
             o->port = v, (void)parse_double("port", v, 1, 65535);
@@ -237,7 +264,7 @@ static void parse_args(int argc, char **argv, struct options *o)
             exit(2);
         }
     }
-    if (o->port == NULL) {
+    if (o->port == NULL || (o->mode == MODE_IDLE && o->server_pid < 0)) {
         usage(stderr);
         exit(2);
     }
@@ -265,6 +292,14 @@ static long long proc_cpu_ticks(long pid)
     if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
         fatal("cannot parse %s", path);
     return (long long)(utime + stime);
+}
+
+/* A client that got no CPU for most of the run (a busy machine) would see
+ * warm-up and window end in one step; such a window measures nothing. */
+static void check_window(double secs, double wanted)
+{
+    if (secs < wanted / 2)
+        fatal("measured window %.3f s of %.3f s: this client was starved of CPU", secs, wanted);
 }
 
 /* ---- connections ---------------------------------------------------------- */
@@ -424,6 +459,272 @@ static void on_readable(struct client *cl, struct conn *c)
     }
 }
 
+/* ---- stream mode ---------------------------------------------------------- */
+
+/*
+ * Connection i sends the byte stream pattern[(k + shift_i) % PERIOD] for
+ * k = 0, 1, 2, …; the pattern array is PERIOD + the largest read or write
+ * long, so any of them starting below PERIOD is one contiguous window. PERIOD is prime, so
+ * it never lines up with chunk or buffer sizes and a reordered, duplicated
+ * or lost stretch of echo cannot compare equal.
+ */
+#define PERIOD 65521u
+#define STREAM_READ (256u * 1024)
+
+struct stream_conn {
+    int fd;
+    uint64_t sent, rcvd; /* stream offsets */
+    size_t shift;
+    bool want_out;
+};
+
+/* Bytes a connection may have sent but not yet seen echoed: enough to keep
+ * the server busy, bounded so the final drain is quick. */
+static uint64_t stream_window(size_t chunk)
+{
+    uint64_t w = 4 * (uint64_t)chunk;
+    return w < (1u << 20) ? (1u << 20) : w;
+}
+
+static void stream_set_out(int ep, struct stream_conn *c, uint32_t id, bool want_out)
+{
+    if (c->want_out == want_out)
+        return;
+    struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.u32 = id };
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        fatal("epoll_ctl: %s", strerror(errno));
+    c->want_out = want_out;
+}
+
+static int run_stream(const struct options *o, const struct addrinfo *ai)
+{
+    const size_t chunk = o->size;
+    const uint64_t window = stream_window(chunk);
+    /* Receive in large reads whatever the chunk size, so the load generator
+     * spends few system calls per byte and the server saturates first. */
+    const size_t rx_size = chunk > STREAM_READ ? chunk : STREAM_READ;
+    uint8_t *pattern = malloc(PERIOD + rx_size);
+    uint8_t *rx = malloc(rx_size);
+    struct stream_conn *conns = calloc(o->connections, sizeof *conns);
+    if (pattern == NULL || rx == NULL || conns == NULL)
+        fatal("out of memory");
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < PERIOD; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        pattern[i] = (uint8_t)(x >> 32);
+    }
+    /* The tail repeats the start, so windows crossing PERIOD stay contiguous
+     * (in order, so it also works for chunks longer than PERIOD). */
+    for (size_t j = 0; j < rx_size; j++)
+        pattern[PERIOD + j] = pattern[j];
+
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        fatal("epoll_create1: %s", strerror(errno));
+    for (uint32_t i = 0; i < o->connections; i++) {
+        struct stream_conn *c = &conns[i];
+        c->fd = connect_one(ai);
+        c->shift = (i * 7919u) % PERIOD;
+        c->want_out = true;
+        struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u32 = i };
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+            fatal("epoll_ctl: %s", strerror(errno));
+    }
+
+    const uint64_t t0 = now_ns();
+    const uint64_t t_warm_end = t0 + (uint64_t)(o->warmup * 1e9);
+    const uint64_t t_end = t_warm_end + (uint64_t)(o->duration * 1e9);
+    const uint64_t stall_ns = (uint64_t)(o->stall_timeout * 1e9);
+    enum phase phase = WARMUP;
+    uint64_t t_start = 0, t_stop = 0, t_last_progress = t0, measured = 0;
+    uint64_t client_cpu0 = 0, client_cpu1 = 0;
+    long long ticks0 = 0, ticks1 = 0;
+
+    enum { MAX_EVENTS = 64 };
+    struct epoll_event events[MAX_EVENTS];
+    for (;;) {
+        uint64_t t = now_ns();
+        if (phase == WARMUP && t >= t_warm_end) {
+            phase = MEASURE;
+            if (o->server_pid > 0)
+                ticks0 = proc_cpu_ticks(o->server_pid);
+            client_cpu0 = process_cpu_ns();
+            t_start = now_ns();
+        }
+        if (phase == MEASURE && t >= t_end) {
+            t_stop = now_ns();
+            client_cpu1 = process_cpu_ns();
+            if (o->server_pid > 0)
+                ticks1 = proc_cpu_ticks(o->server_pid);
+            phase = DRAIN;
+            for (uint32_t i = 0; i < o->connections; i++)
+                stream_set_out(ep, &conns[i], i, false);
+        }
+        if (phase == DRAIN) {
+            bool pending = false;
+            for (uint32_t i = 0; i < o->connections; i++)
+                pending |= conns[i].rcvd < conns[i].sent;
+            if (!pending)
+                break;
+        }
+        if (t - t_last_progress > stall_ns)
+            fatal("no echoed byte for %.1f s", o->stall_timeout);
+
+        int n = epoll_wait(ep, events, MAX_EVENTS, 10);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            fatal("epoll_wait: %s", strerror(errno));
+        }
+        for (int e = 0; e < n; e++) {
+            uint32_t id = events[e].data.u32;
+            struct stream_conn *c = &conns[id];
+            if (events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+                ssize_t r = recv(c->fd, rx, rx_size, 0);
+                if (r == 0)
+                    fatal("conn %u: server closed the connection", id);
+                if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                    fatal("conn %u: recv: %s", id, strerror(errno));
+                if (r > 0) {
+                    if (c->rcvd + (uint64_t)r > c->sent)
+                        fatal("conn %u: echo arrived before it was sent", id);
+                    size_t at = (size_t)((c->rcvd + c->shift) % PERIOD);
+                    if (memcmp(rx, pattern + at, (size_t)r) != 0) {
+                        size_t k = 0;
+                        while (rx[k] == pattern[at + k])
+                            k++;
+                        fatal("conn %u: echo mismatch at stream byte %llu", id,
+                              (unsigned long long)(c->rcvd + k));
+                    }
+                    c->rcvd += (uint64_t)r;
+                    t_last_progress = now_ns();
+                    if (phase == MEASURE)
+                        measured += (uint64_t)r;
+                }
+            }
+            if (phase != DRAIN && c->sent - c->rcvd < window) {
+                /* Chunks start at multiples of the chunk size, each one send. */
+                size_t len = chunk - (size_t)(c->sent % chunk);
+                if (c->sent - c->rcvd + len > window)
+                    len = (size_t)(window - (c->sent - c->rcvd));
+                size_t at = (size_t)((c->sent + c->shift) % PERIOD);
+                ssize_t w = send(c->fd, pattern + at, len, MSG_NOSIGNAL);
+                if (w > 0)
+                    c->sent += (uint64_t)w;
+                else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                    fatal("conn %u: send: %s", id, strerror(errno));
+            }
+            if (phase != DRAIN)
+                stream_set_out(ep, c, id, c->sent - c->rcvd < window);
+        }
+    }
+
+    double secs = (double)(t_stop - t_start) / 1e9;
+    check_window(secs, o->duration);
+    double gbits = (double)measured * 8 / 1e9;
+    printf("{\"mode\":\"stream\",\"connections\":%u,\"size\":%zu,\"bytes\":%llu,\"seconds\":%.3f,"
+           "\"gbps\":%.3f,\"client_cpu_s\":%.3f",
+           o->connections, chunk, (unsigned long long)measured, secs, gbits / secs,
+           (double)(client_cpu1 - client_cpu0) / 1e9);
+    if (o->server_pid > 0) {
+        double cpu = (double)(ticks1 - ticks0) / (double)sysconf(_SC_CLK_TCK);
+        printf(",\"server_cpu_s\":%.3f,\"gbps_per_server_cpu_s\":", cpu);
+        if (cpu > 0)
+            printf("%.3f", gbits / cpu);
+        else
+            printf("null");
+    }
+    printf("}\n");
+    fflush(stdout);
+    for (uint32_t i = 0; i < o->connections; i++)
+        close(conns[i].fd);
+    close(ep);
+    free(conns);
+    free(rx);
+    free(pattern);
+    return 0;
+}
+
+/* ---- idle mode ------------------------------------------------------------ */
+
+static long vm_rss_kib(long pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        fatal("open %s: %s", path, strerror(errno));
+    long kib = -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+            break;
+    fclose(f);
+    if (kib < 0)
+        fatal("no VmRSS in %s", path);
+    return kib;
+}
+
+/* Room for every connection plus stdio and epoll: raise the soft limit up
+ * to the hard one, and the hard one too when privileged. */
+static void raise_fd_limit(rlim_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max < want) {
+        struct rlimit up = { want, want };
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            return;
+    }
+    rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+    setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static int run_idle(const struct options *o, const struct addrinfo *ai)
+{
+    raise_fd_limit((rlim_t)o->connections + 64);
+    int *fds = calloc(o->connections, sizeof *fds);
+    if (fds == NULL)
+        fatal("out of memory");
+    long before = vm_rss_kib(o->server_pid), at_tenth = before;
+    /* RSS after the first tenth too: growth past it leaves out one-time
+     * costs of a server's first connections (thread stacks, pools). */
+    unsigned tenth = o->connections / 10;
+    for (unsigned i = 0; i < o->connections; i++) {
+        if (i == tenth && tenth > 0)
+            at_tenth = vm_rss_kib(o->server_pid);
+        fds[i] = connect_one(ai);
+        /* Blocking again, with a bounded wait for the one-byte echo. */
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) & ~O_NONBLOCK);
+        struct timeval tv = { .tv_sec = (time_t)o->stall_timeout, .tv_usec = 0 };
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        uint8_t out = (uint8_t)('a' + i % 26), in = 0;
+        if (send(fds[i], &out, 1, MSG_NOSIGNAL) != 1)
+            fatal("conn %u: send: %s", i, strerror(errno));
+        if (recv(fds[i], &in, 1, 0) != 1)
+            fatal("conn %u: no echo: %s", i, strerror(errno));
+        if (in != out)
+            fatal("conn %u: echo mismatch", i);
+    }
+    /* Let the server finish whatever it does per connection (task start-up,
+     * deferred frees) before reading its memory. */
+    struct timespec hold = { .tv_sec = (time_t)o->duration,
+                             .tv_nsec = (long)((o->duration - (double)(time_t)o->duration) * 1e9) };
+    nanosleep(&hold, NULL);
+    long after = vm_rss_kib(o->server_pid);
+    printf("{\"mode\":\"idle\",\"connections\":%u,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,"
+           "\"kib_per_conn\":%.3f,\"rss_at_tenth_kib\":%ld,\"marginal_kib_per_conn\":%.3f}\n",
+           o->connections, before, after, (double)(after - before) / o->connections, at_tenth,
+           (double)(after - at_tenth) / (o->connections - tenth));
+    fflush(stdout);
+    for (unsigned i = 0; i < o->connections; i++)
+        close(fds[i]);
+    free(fds);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct client client;
@@ -442,6 +743,10 @@ int main(int argc, char **argv)
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
         if (!is_loopback(ai->ai_addr))
             fatal("refusing non-loopback host '%s'", cl->o.host);
+    if (cl->o.mode == MODE_STREAM)
+        return run_stream(&cl->o, res);
+    if (cl->o.mode == MODE_IDLE)
+        return run_idle(&cl->o, res);
 
     size_t size = cl->o.size;
     cl->pattern = malloc(size + 256);
@@ -540,11 +845,12 @@ int main(int argc, char **argv)
     }
 
     double secs = (double)(cl->t_measure_end - cl->t_measure_start) / 1e9;
+    check_window(secs, cl->o.duration);
     const struct histogram *h = &cl->hist;
     if (h->n == 0)
         fatal("no request completed in the measured window");
     double rps = (double)h->n / secs;
-    printf("{\"connections\":%u,\"size\":%zu,\"requests\":%llu,\"seconds\":%.3f,\"rps\":%.1f,"
+    printf("{\"mode\":\"pingpong\",\"connections\":%u,\"size\":%zu,\"requests\":%llu,\"seconds\":%.3f,\"rps\":%.1f,"
            "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
            "\"min_us\":%.2f,\"mean_us\":%.2f,\"client_cpu_s\":%.3f",
            cl->o.connections, size, (unsigned long long)h->n, secs, rps,

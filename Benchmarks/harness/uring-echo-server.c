@@ -15,7 +15,8 @@
  *   - the received buffer itself is sent back (zero copies in user space) and
  *     returned to the ring only once the send has fully completed;
  *   - sends are serialised per connection (a FIFO of buffer ids) so data
- *     order is kept even when a send comes back short;
+ *     order is kept even when a send comes back short; with --send-batch N
+ *     one sendmsg carries up to N queued buffers (bulk streams);
  *   - ENOBUFS (ring empty) parks the connection until buffers come back
  *     instead of busy re-arming;
  *   - SIGINT/SIGTERM arrive through a signalfd polled by the ring itself, so
@@ -55,6 +56,7 @@ struct config {
     unsigned buffer_size; /* bytes per provided buffer */
     unsigned entries;     /* SQ entries (CQ is 4x) */
     unsigned max_conns;   /* fixed file table size when using direct fds */
+    unsigned send_batch;  /* queued buffers one send may carry */
     int backlog;
     bool fixed_files;
     bool defer_taskrun;
@@ -72,6 +74,7 @@ static void usage(FILE *out, const char *argv0)
             "  --entries N          submission queue entries (default 1024)\n"
             "  --max-conns N        fixed file table size (default 4096)\n"
             "  --backlog N          listen backlog (default 4096)\n"
+            "  --send-batch N       queued buffers per send, via sendmsg (default 1, max 64)\n"
             "  --no-fixed-files     use normal fds instead of direct descriptors\n"
             "  --no-defer-taskrun   do not ask for SINGLE_ISSUER|DEFER_TASKRUN\n"
 
@@ -102,6 +105,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         .entries = 1024,
         .max_conns = 4096,
         .backlog = 4096,
+        .send_batch = 1,
         .fixed_files = true,
         .defer_taskrun = true,
     };
@@ -138,6 +142,8 @@ static void parse_args(int argc, char **argv, struct config *cfg)
             cfg->entries = parse_uint("entries", v, 8, 32768);
         } else if (strcmp(a, "--max-conns") == 0) {
             cfg->max_conns = parse_uint("max-conns", v, 1, 1u << 20);
+        } else if (strcmp(a, "--send-batch") == 0) {
+            cfg->send_batch = parse_uint("send-batch", v, 1, 64);
         } else if (strcmp(a, "--backlog") == 0) {
             cfg->backlog = (int)parse_uint("backlog", v, 1, 1u << 20);
         } else {
@@ -177,6 +183,13 @@ struct buf_state {
     int32_t next;  /* next buffer id in the owning connection's send FIFO */
 };
 
+/* A batched send's message. Allocated per connection on first use and
+ * never moved while the kernel may read it (the conns array is realloc'd). */
+struct send_vec {
+    struct msghdr msg;
+    struct iovec iov[];
+};
+
 struct conn {
     bool in_use;
     bool recv_armed;      /* a multishot recv is outstanding */
@@ -188,6 +201,7 @@ struct conn {
     bool parked;          /* waiting for buffers after ENOBUFS */
     int32_t q_head, q_tail;           /* FIFO of buffer ids to send back */
     int32_t park_prev, park_next;     /* intrusive list of parked conns */
+    struct send_vec *sv;              /* sendmsg state for batched sends */
 };
 
 struct server {
@@ -285,8 +299,23 @@ static void submit_send(struct server *s, uint32_t idx)
     struct buf_state *b = &s->bufs[bid];
     unsigned char *p = s->buf_base + (size_t)bid * s->cfg.buffer_size;
     struct io_uring_sqe *sqe = get_sqe(s);
-    /* MSG_NOSIGNAL: a peer that vanished must give EPIPE, not kill us. */
-    io_uring_prep_send(sqe, (int)idx, p + b->off, b->len - b->off, MSG_NOSIGNAL);
+    if (s->cfg.send_batch > 1 && b->next != NIL) {
+        if (c->sv == NULL) {
+            c->sv = malloc(sizeof *c->sv + s->cfg.send_batch * sizeof(struct iovec));
+            if (c->sv == NULL)
+                die("malloc", ENOMEM);
+        }
+        size_t n = 0;
+        for (int32_t q = bid; q != NIL && n < s->cfg.send_batch; q = s->bufs[q].next, n++) {
+            c->sv->iov[n].iov_base = s->buf_base + (size_t)q * s->cfg.buffer_size + s->bufs[q].off;
+            c->sv->iov[n].iov_len = s->bufs[q].len - s->bufs[q].off;
+        }
+        c->sv->msg = (struct msghdr){ .msg_iov = c->sv->iov, .msg_iovlen = n };
+        io_uring_prep_sendmsg(sqe, (int)idx, &c->sv->msg, MSG_NOSIGNAL);
+    } else {
+        /* MSG_NOSIGNAL: a peer that vanished must give EPIPE, not kill us. */
+        io_uring_prep_send(sqe, (int)idx, p + b->off, b->len - b->off, MSG_NOSIGNAL);
+    }
     set_target(s, sqe);
     io_uring_sqe_set_data64(sqe, make_ud(OP_SEND, idx));
     c->send_inflight = true;
@@ -358,6 +387,8 @@ static void maybe_close(struct server *s, uint32_t idx)
         recycle_buffer(s, bid);
     }
     c->q_tail = NIL;
+    free(c->sv);
+    c->sv = NULL;
     unpark(s, idx);
     struct io_uring_sqe *sqe = get_sqe(s);
     if (s->cfg.fixed_files)
@@ -490,21 +521,26 @@ static void on_send(struct server *s, struct io_uring_cqe *cqe, uint32_t idx)
         fail_conn(s, idx, "send", cqe->res == 0 ? EPIPE : -cqe->res);
         return;
     }
-    int32_t bid = c->q_head;
-    struct buf_state *b = &s->bufs[bid];
-    b->off += (uint32_t)cqe->res;
     s->bytes += (unsigned long long)cqe->res;
-    if (b->off < b->len) {
-        /* Short send (socket buffer full): send the rest before anything
-         * queued behind it, keeping the byte order. */
-        s->short_sends++;
-        submit_send(s, idx);
-        return;
+    /* A send may span several queued buffers (batched) and end inside one
+     * (short send: socket buffer full); the rest goes first next time,
+     * keeping the byte order. */
+    uint32_t left = (uint32_t)cqe->res;
+    while (left > 0) {
+        int32_t bid = c->q_head;
+        struct buf_state *b = &s->bufs[bid];
+        uint32_t part = b->len - b->off;
+        if (left < part) {
+            b->off += left;
+            s->short_sends++;
+            break;
+        }
+        left -= part;
+        c->q_head = b->next;
+        recycle_buffer(s, bid);
     }
-    c->q_head = b->next;
     if (c->q_head == NIL)
         c->q_tail = NIL;
-    recycle_buffer(s, bid);
     if (c->q_head != NIL)
         submit_send(s, idx);
     else

@@ -61,6 +61,8 @@ int curing_free_buf_ring(struct io_uring *ring, struct io_uring_buf_ring *br, un
     return ret;
 }
 
+unsigned curing_features(const struct io_uring *ring) { return ring->features; }
+
 unsigned curing_sq_flags(const struct io_uring *ring) {
     return IO_URING_READ_ONCE(*ring->sq.kflags);
 }

@@ -12,6 +12,7 @@ public final class IOURing: RingBackend {
     public private(set) var pendingSubmissions = 0
     /// The setup flags the kernel accepted.
     public let setupFlags: UInt32
+    public let features: RingFeatures
 
     /// Opcodes the runtime cannot work without.
     static let requiredOpcodes: [(UInt8, String)] = [
@@ -51,7 +52,7 @@ public final class IOURing: RingBackend {
         }
         setupFlags = flags
         do {
-            try Self.checkOpcodes(ring)
+            features = try Self.checkOpcodes(ring)
         } catch {
             io_uring_queue_exit(ring)
             ring.deallocate()
@@ -66,7 +67,7 @@ public final class IOURing: RingBackend {
         ring.deallocate()
     }
 
-    private static func checkOpcodes(_ ring: UnsafeMutablePointer<io_uring>) throws(RingError) {
+    private static func checkOpcodes(_ ring: UnsafeMutablePointer<io_uring>) throws(RingError) -> RingFeatures {
         guard let probe = io_uring_get_probe_ring(ring) else {
             throw .unavailable(reason: "io_uring_register(PROBE) failed: the kernel is older than 5.6. Use Linux 6.0+.")
         }
@@ -77,6 +78,12 @@ public final class IOURing: RingBackend {
                 reason: "io_uring lacks the opcodes \(missing.joined(separator: ", ")) on this kernel. "
                     + "UringStreams needs Linux 6.0 or newer.")
         }
+        let kernelFeatures = curing_features(ring)
+        // SENDMSG_ZC's usage reports need 6.2; a 6.1 kernel rejects the flag with EINVAL, which the
+        // transport answers by sending plainly from then on.
+        return RingFeatures(
+            receiveBundles: kernelFeatures & IORING_FEAT_RECVSEND_BUNDLE != 0,
+            zeroCopySend: io_uring_opcode_supported(probe, Int32(IORING_OP_SENDMSG_ZC.rawValue)) != 0)
     }
 
     @inline(__always)
@@ -97,12 +104,17 @@ public final class IOURing: RingBackend {
     public func prepare(_ submission: Submission, userData: UInt64) {
         let sqe = nextEntry()
         switch submission {
-        case .receiveMultishot(let fd, let group):
+        case .receiveMultishot(let fd, let group, let bundle):
             io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
             sqe.pointee.flags |= UInt8(CURING_IOSQE_BUFFER_SELECT)
             sqe.pointee.buf_group = group
+            if bundle { sqe.pointee.ioprio |= UInt16(IORING_RECVSEND_BUNDLE) }
         case .sendMessage(let fd, let message, let flags):
             io_uring_prep_sendmsg(sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
+        case .sendMessageZeroCopy(let fd, let message, let flags):
+            io_uring_prep_sendmsg_zc(
+                sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
+            sqe.pointee.ioprio |= UInt16(IORING_SEND_ZC_REPORT_USAGE)
         case .accept(let fd, let multishot):
             if multishot {
                 io_uring_prep_multishot_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
@@ -138,8 +150,9 @@ public final class IOURing: RingBackend {
         case 0, EINTR, ETIME:
             counters.submissions += queued
         case EAGAIN, EBUSY:
-            // The CQ ring is full: the caller reaps and calls again.
-            break
+            // The CQ ring is full: the caller reaps and calls again. What the kernel did not
+            // consume stays queued (and its memory must stay valid).
+            pendingSubmissions = Int(io_uring_sq_ready(ring))
         default:
             throw .system(errno: -result, operation: "io_uring_enter")
         }
@@ -153,13 +166,25 @@ public final class IOURing: RingBackend {
         return count
     }
 
-    public func registerBufferRing(entries: Int, group: UInt16) throws(RingError) -> ProvidedBufferRingMemory {
+    public func registerBufferRing(entries: Int, group: UInt16, incremental: Bool) throws(RingError)
+        -> ProvidedBufferRingMemory
+    {
         var error: Int32 = 0
+        if incremental,
+            let memory = curing_setup_buf_ring(ring, UInt32(entries), Int32(group), UInt32(IOU_PBUF_RING_INC), &error)
+        {
+            return ProvidedBufferRingMemory(
+                base: UnsafeMutableRawPointer(memory), entries: entries, group: group, incremental: true)
+        }
+        // Kernels before 6.12 reject the flag with EINVAL: register a plain ring instead.
         guard let memory = curing_setup_buf_ring(ring, UInt32(entries), Int32(group), 0, &error) else {
             if -error == EINVAL || -error == ENOENT {
                 throw .unavailable(
                     reason: "the kernel does not support provided-buffer rings (added in Linux 5.19); "
                         + "UringStreams needs Linux 6.0 or newer.")
+            }
+            if -error == ENOMEM {
+                throw .unavailable(reason: RingError.memlockAdvice(operation: "registering the receive-buffer ring"))
             }
             throw .system(errno: -error, operation: "io_uring_register(PBUF_RING)")
         }

@@ -8,11 +8,16 @@ public struct ProvidedBufferRingMemory: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let entries: Int
     public let group: UInt16
+    /// Registered with `IOU_PBUF_RING_INC`: the kernel consumes a buffer piece by piece, so one large
+    /// buffer serves many small receives, and flags a completion `IORING_CQE_F_BUF_MORE` while the
+    /// buffer it used stays in the ring.
+    public let incremental: Bool
 
-    public init(base: UnsafeMutableRawPointer, entries: Int, group: UInt16) {
+    public init(base: UnsafeMutableRawPointer, entries: Int, group: UInt16, incremental: Bool = false) {
         self.base = base
         self.entries = entries
         self.group = group
+        self.incremental = incremental
     }
 
     private var ring: UnsafeMutablePointer<io_uring_buf_ring> {

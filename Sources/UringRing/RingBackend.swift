@@ -13,12 +13,17 @@ public protocol RingBackend: AnyObject {
     func submit(waitingFor minimumCompletions: Int) throws(RingError)
     /// Copies ready completions into `buffer`, returning how many.
     func reap(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int
-    /// Registers a provided-buffer ring of `entries` slots (a power of two) for `group`;
-    /// returns the ring memory the caller fills with `addBuffer`.
-    func registerBufferRing(entries: Int, group: UInt16) throws(RingError) -> ProvidedBufferRingMemory
+    /// Registers a provided-buffer ring of `entries` slots (a power of two) for `group`, incremental
+    /// when asked for and the kernel supports it (the result says which); returns the ring memory the
+    /// caller fills with `addBuffer`.
+    func registerBufferRing(entries: Int, group: UInt16, incremental: Bool) throws(RingError)
+        -> ProvidedBufferRingMemory
     /// Unregisters a ring made by ``registerBufferRing(entries:group:)``.
     func unregisterBufferRing(_ memory: ProvidedBufferRingMemory)
-    /// Operations queued but not yet submitted.
+    /// What this kernel's ring offers beyond the required opcodes, probed at set-up.
+    var features: RingFeatures { get }
+    /// Operations queued that the kernel has not consumed yet (after a submit: those it refused to
+    /// take for now). Memory such an operation points to for its submission must stay valid.
     var pendingSubmissions: Int { get }
     /// Counters of ring traffic since creation.
     var counters: RingCounters { get }
@@ -30,4 +35,16 @@ public struct RingCounters: Sendable, Equatable {
     public var enterCalls = 0
     public var completions = 0
     public init() {}
+}
+
+/// Optional kernel features, probed when the ring is set up; the runtime keeps a path without each.
+public struct RingFeatures: Sendable, Equatable {
+    /// Multishot receives may fill several buffers per completion (`IORING_RECVSEND_BUNDLE`, 6.10).
+    public var receiveBundles = false
+    /// `IORING_OP_SENDMSG_ZC` (6.1) with usage reports (`IORING_SEND_ZC_REPORT_USAGE`, 6.2).
+    public var zeroCopySend = false
+    public init(receiveBundles: Bool = false, zeroCopySend: Bool = false) {
+        self.receiveBundles = receiveBundles
+        self.zeroCopySend = zeroCopySend
+    }
 }

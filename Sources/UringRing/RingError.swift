@@ -40,13 +40,24 @@ public enum RingError: Error, Sendable, Equatable, CustomStringConvertible {
                     + "with a seccomp profile that allows io_uring_setup, io_uring_enter and "
                     + "io_uring_register (e.g. --security-opt seccomp=<profile>).")
         case ENOMEM:
-            return .unavailable(
-                reason: "io_uring_setup failed with ENOMEM: the ring could not be allocated, often because "
-                    + "RLIMIT_MEMLOCK is too low on kernels before 5.12. Fix: raise it (ulimit -l).")
+            return .unavailable(reason: memlockAdvice(operation: "io_uring_setup"))
         default:
             return .unavailable(
                 reason: "io_uring_setup failed: \(String(cString: strerror(errno))) (errno \(errno)).")
         }
+    }
+
+    /// Explains ENOMEM from ring set-up: pinned ring pages count against RLIMIT_MEMLOCK for users
+    /// without CAP_IPC_LOCK, and the limit is often 64 KiB or 8 MiB.
+    static func memlockAdvice(operation: String) -> String {
+        var limit = rlimit()
+        let current =
+            getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0
+            ? (limit.rlim_cur == rlim_t.max ? "unlimited" : "\(limit.rlim_cur / 1024) KiB") : "unknown"
+        return "\(operation) failed with ENOMEM: the kernel could not pin the ring's memory, which counts "
+            + "against RLIMIT_MEMLOCK for users without CAP_IPC_LOCK (this process: \(current)). Fix: raise "
+            + "the limit (ulimit -l, LimitMEMLOCK= in a systemd unit, --ulimit memlock= for a container), or "
+            + "use fewer loops or receive buffers (URINGSTREAMS_RECEIVE_BUFFER_COUNT)."
     }
 
     private static func readSysctl(_ path: String) -> String? {

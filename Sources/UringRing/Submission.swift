@@ -4,10 +4,16 @@
 /// Pointers inside a submission must stay valid until the operation's last completion arrives:
 /// the kernel reads them asynchronously. The caller owns that memory.
 public enum Submission {
-    /// Multishot receive selecting buffers from provided-buffer group `bufferGroup`.
-    case receiveMultishot(fd: Int32, bufferGroup: UInt16)
+    /// Multishot receive selecting buffers from provided-buffer group `bufferGroup`; with `bundle`,
+    /// one completion may cover several consecutive buffers of the ring.
+    case receiveMultishot(fd: Int32, bufferGroup: UInt16, bundle: Bool)
     /// A gathered send; `message` points to a `msghdr` whose iovecs the caller keeps alive.
     case sendMessage(fd: Int32, message: UnsafeMutableRawPointer, flags: Int32)
+    /// A gathered zero-copy send: the kernel sends from the caller's pages. A first completion gives
+    /// the result (flagged ``CompletionFlags/more``); a notification completion (flagged
+    /// ``CompletionFlags/notification``) follows once the kernel no longer reads the memory, which
+    /// must stay alive until then.
+    case sendMessageZeroCopy(fd: Int32, message: UnsafeMutableRawPointer, flags: Int32)
     /// Accepts connections; multishot keeps accepting until cancelled or failed.
     case accept(fd: Int32, multishot: Bool)
     case connect(fd: Int32, address: UnsafeRawPointer, length: UInt32)
@@ -34,6 +40,11 @@ public struct Completion: Sendable, Equatable {
 
     /// More completions will follow for the same submission (multishot).
     public var hasMore: Bool { flags & CompletionFlags.more != 0 }
+    /// With an incremental buffer ring: the buffer this completion used stays in the ring, more data
+    /// will go after this completion's bytes.
+    public var bufferHasMore: Bool { flags & CompletionFlags.bufferMore != 0 }
+    /// A zero-copy send's notification reporting that the kernel copied the data after all.
+    public var zeroCopyWasCopied: Bool { UInt32(bitPattern: result) & (1 << 31) != 0 }
     /// The provided buffer the kernel picked, when it picked one.
     public var bufferID: UInt16? {
         flags & CompletionFlags.buffer != 0 ? UInt16(truncatingIfNeeded: flags >> 16) : nil
@@ -46,4 +57,5 @@ public enum CompletionFlags {
     public static let more: UInt32 = 1 << 1
     public static let socketNonEmpty: UInt32 = 1 << 2
     public static let notification: UInt32 = 1 << 3
+    public static let bufferMore: UInt32 = 1 << 4
 }

@@ -14,8 +14,24 @@ struct ChunkQueue {
 
     mutating func append(_ bytes: Bytes) {
         guard bytes.count > 0 else { return }
-        chunks.append(bytes)
         count += bytes.count
+        // Consecutive receives into one incremental buffer are adjacent: keep them one chunk, so a
+        // read spanning both needs no copy.
+        if head < chunks.count, let joined = chunks[chunks.count - 1].extended(by: bytes) {
+            chunks[chunks.count - 1] = joined
+        } else {
+            chunks.append(bytes)
+        }
+    }
+
+    /// How many bytes a read of up to `n` can return without copying: all `n` when they lie in the
+    /// first chunk or the chunks are heap copies (joined as asyncio would), otherwise what is left
+    /// of the first chunk when it lies in a receive buffer.
+    func uncopiedPrefix(upTo n: Int) -> Int {
+        guard head < chunks.count else { return 0 }
+        let first = chunks[head]
+        let available = first.count - headOffset
+        return n > available && first.isReceiveBufferSlice ? available : n
     }
 
     mutating func removeAll() {

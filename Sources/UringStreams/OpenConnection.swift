@@ -2,24 +2,31 @@ internal import Glibc
 
 /// Connects to `host`:`port` and returns the connection's reader and writer.
 ///
-/// Each address the name resolves to is tried in turn until one connects.
+/// Each address the name resolves to is tried in turn until one connects; with a
+/// `happyEyeballsDelay` the attempts overlap (RFC 8305) and the first to connect wins.
 ///
 /// - Parameters:
 ///   - host: A name or numeric address; nil connects to the local host.
 ///   - port: The TCP port.
 ///   - limit: The reader's buffer limit (default 64 KiB); must be positive.
 ///   - tls: TLS settings (a `.client` configuration); the handshake finishes before this returns.
-///   - family: Restricts resolution to one address family.
-///   - localAddress: An address to bind the socket to before connecting.
+///   - family: Restricts resolution to one address family (`.inet` or `.inet6`).
+///   - localAddress: An address to bind the socket to before connecting; addresses of another
+///     family are skipped.
 ///   - serverHostname: The TLS server name for SNI and verification (TLS only); default `host`.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
-///   - happyEyeballsDelay: Staggers attempts (RFC 8305); attempts are currently made one after another.
-///   - interleave: Interleaves address families (RFC 8305).
+///   - happyEyeballsDelay: Starts the next attempt this long after the previous one (or as soon
+///     as it fails) instead of after it failed; the first to connect wins and the others are
+///     cancelled and closed (RFC 8305; 250 ms is the RFC's recommendation).
+///   - interleave: How many addresses of the first family go before the families alternate;
+///     default 1 with `happyEyeballsDelay`, else the resolver's order; 0 keeps that order.
 /// - Returns: The reader and writer of the new connection.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS argument; the connect error of
-///   the first address when every attempt failed (``StreamError/connectionRefused`` and so on);
-///   ``StreamError/tlsHandshakeFailed(_:)``, ``StreamError/tlsCertificateRejected(_:)``, or
-///   ``StreamError/timedOut`` when the handshake does not finish in time.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, port, family, delay, interleave
+///   or TLS argument; the resolver's error for an unknown host; when every attempt failed, their
+///   common error (``StreamError/connectionRefused`` and so on), or ``ConnectionAttemptsError``
+///   when they failed differently; ``StreamError/tlsHandshakeFailed(_:)``,
+///   ``StreamError/tlsCertificateRejected(_:)``, or ``StreamError/timedOut`` when the TLS
+///   handshake does not finish in time.
 ///
 /// Corresponds to asyncio `await asyncio.open_connection(host, port, ...)`.
 public func openConnection(
@@ -33,18 +40,8 @@ public func openConnection(
     let loop = try callerLoop()
     let fd = try await onLoop(loop) { () async throws -> Int32 in
         let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: false)
-        var firstError: (any Error)?
-        for address in addresses {
-            do {
-                return try await loop.connect(to: address, from: localAddress)
-            } catch is CancellationError {
-                throw CancellationError()
-            } catch {
-                if firstError == nil { firstError = error }
-            }
-        }
-        throw firstError
-            ?? StreamError.system(errno: EHOSTUNREACH, operation: "getaddrinfo(\(host ?? "nil")): no address")
+        return try await loop.connect(
+            toAnyOf: addresses, from: localAddress, happyEyeballsDelay: happyEyeballsDelay, interleave: interleave)
     }
     return try await adoptConnection(fd, on: loop, limit: limit, tls: tls)
 }

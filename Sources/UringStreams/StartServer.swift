@@ -3,22 +3,26 @@ internal import Glibc
 /// Starts a TCP server; `clientConnected` runs for every connection with its reader and writer.
 ///
 /// - Parameters:
-///   - host: The address or name to listen on; nil (or "") listens on every interface, IPv4 and IPv6.
-///   - port: The port; 0 picks a free one (see ``Server/addresses``).
+///   - host: The address or name to listen on, one socket per address it resolves to; nil (or "")
+///     listens on every interface, one socket for IPv4 and one (`IPV6_V6ONLY`) for IPv6.
+///   - port: The port; 0 picks a free one for each socket (see ``Server/addresses``).
 ///   - limit: Each reader's buffer limit; must be positive.
-///   - family: Restricts the addresses to one family.
-///   - backlog: The listen backlog.
+///   - family: Restricts the addresses to one family (`.inet` or `.inet6`).
+///   - backlog: The listen backlog: connections the kernel queues before they are accepted.
 ///   - tls: TLS settings (a `.server` configuration): `clientConnected` runs once a connection's
 ///     handshake has finished; connections whose handshake fails are closed without it.
 ///   - reuseAddress: `SO_REUSEADDR`; default true, as asyncio on POSIX.
-///   - reusePort: `SO_REUSEPORT`.
+///   - reusePort: `SO_REUSEPORT`: lets several sockets (servers, processes) bind the same port;
+///     the kernel spreads connections over them. Default false.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Returns: The server.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit or TLS argument (including
-///   certificate or key files that cannot be loaded); a bind error naming the address.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, port, family or TLS argument
+///   (including certificate or key files that cannot be loaded); the resolver's error for an
+///   unknown host; a bind error naming the address (`EADDRINUSE` as
+///   ``StreamError/system(errno:operation:)``).
 ///
 /// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, host, port, ...)`.
 public func startServer(
@@ -31,23 +35,8 @@ public func startServer(
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout)
     let host = host?.isEmpty == true ? nil : host
     let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
-    var descriptors: [Int32] = []
-    do {
-        for address in addresses {
-            let fd = try SocketDescriptor.make(family: address.family)
-            descriptors.append(fd)
-            if reuseAddress ?? true { try SocketDescriptor.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
-            if reusePort == true { try SocketDescriptor.setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
-            if address.family == .inet6 {
-                // Each family gets its own socket, so the IPv6 one must not claim IPv4 too.
-                try SocketDescriptor.setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1)
-            }
-            try SocketDescriptor.bind(fd, to: address)
-        }
-    } catch {
-        for fd in descriptors { close(fd) }
-        throw error
-    }
+    let descriptors = try SocketDescriptor.bindForListening(
+        addresses, reuseAddress: reuseAddress ?? true, reusePort: reusePort ?? false)
     return try await makeServer(
         descriptors: descriptors, limit: limit, backlog: backlog, unixSocket: nil, tls: tls,
         startServing: startServing, group: group, clientConnected: clientConnected)

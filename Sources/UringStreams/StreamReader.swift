@@ -114,6 +114,10 @@ public final class StreamReader: Sendable {
 
     /// Reads up to `n` bytes; with `n < 0`, reads until the end of the stream.
     ///
+    /// Where asyncio returns everything buffered up to `n`, this returns at most what is left of
+    /// the first chunk received from the socket when more chunks follow, so that it never copies
+    /// received bytes; the rest comes with the next read. Both keep the promise of "up to `n`".
+    ///
     /// - Parameter n: The most bytes to return; -1 (the default) for everything until EOF.
     /// - Returns: The bytes; empty at EOF or when `n == 0`.
     /// - Throws: The stored connection error; `CancellationError` (nothing is consumed);
@@ -143,7 +147,9 @@ public final class StreamReader: Sendable {
             if ready { break }
             try await waitForData(moreThan: 0)
         }
-        return take { Swift.min(n, $0.buffer.count) }
+        // Up to n bytes, as asyncio, but never a copy of received data: what lies beyond the first
+        // received chunk is left for the next read (it may split a message anywhere, as TCP does).
+        return take { $0.buffer.uncopiedPrefix(upTo: Swift.min(n, $0.buffer.count)) }
     }
 
     /// Reads one line, up to and including `\n`.

@@ -716,4 +716,25 @@ struct ServerTests {
             await listening.waitClosed()
         }
     }
+
+    @Test func closingFromAnotherThreadDoesNotSpinTheLoop() async throws {
+        try await withDeadline {
+            let group = EventLoopGroup(loopCount: 1)
+            let loop = group.next()
+            for _ in 0..<20 {
+                let server = try await startServer(host: "127.0.0.1", port: 0, on: group) { _, writer in
+                    writer.close()
+                }
+                // close() shuts the socket down here, off the loop, before the listener's close
+                // runs there: the pending accept fails with EINVAL, which must not be re-armed.
+                server.close()
+                await server.waitClosed()
+            }
+            let before = loop.statistics.enterCalls
+            try await Task.sleep(for: .milliseconds(200))
+            let after = loop.statistics.enterCalls
+            #expect(after - before < 20)
+            try await group.shutdown()
+        }
+    }
 }

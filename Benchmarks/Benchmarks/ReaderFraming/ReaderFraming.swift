@@ -39,6 +39,16 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
 
+        // readUntil with a caller's one-byte separator: not readLine's built-in newline path.
+        let semicolons = chunks(frames(separator: [0x3B]), size: chunkSize)
+        Benchmark("readUntil1ByteSeparator-64x32B-\(label)") { benchmark in
+            for _ in benchmark.scaledIterations {
+                let reader = StreamReader()
+                for chunk in semicolons { reader.feedData(chunk) }
+                for _ in 0..<64 { blackHole(try? await reader.readUntil([0x3B])) }
+            }
+        }
+
         let crlf = chunks(frames(separator: Array("\r\n\r\n".utf8)), size: chunkSize)
         Benchmark("readUntil4ByteSeparator-64x32B-\(label)") { benchmark in
             for _ in benchmark.scaledIterations {

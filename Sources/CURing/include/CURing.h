@@ -41,6 +41,15 @@ enum {
 #ifndef IORING_CQE_F_BUF_MORE
 #define IORING_CQE_F_BUF_MORE (1U << 4)
 #endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
+#endif
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
 #ifndef IORING_SETUP_NO_SQARRAY
 #define IORING_SETUP_NO_SQARRAY (1U << 16)
 #endif
@@ -62,6 +71,9 @@ struct io_uring_buf_ring *curing_setup_buf_ring(struct io_uring *ring, unsigned 
                                                 unsigned flags, int *err);
 /// Unregisters and unmaps a ring made by curing_setup_buf_ring.
 int curing_free_buf_ring(struct io_uring *ring, struct io_uring_buf_ring *br, unsigned entries, int bgid);
+
+/// The IORING_FEAT_* bits the kernel reported when the ring was set up.
+unsigned curing_features(const struct io_uring *ring);
 
 /// The ring's SQ-ring flags (IORING_SQ_*), read with acquire ordering.
 unsigned curing_sq_flags(const struct io_uring *ring);

@@ -67,6 +67,18 @@ public struct Bytes: @unchecked Sendable {
         return Bytes(owner: storage, base: storage.baseAddress, count: totalCount)
     }
 
+    /// Whether these bytes lie in one of the loop's receive buffers (rather than in heap storage).
+    package var isReceiveBufferSlice: Bool { owner is ReceiveBufferLease }
+
+    /// These bytes followed by `next`, without copying, when `next` starts right where these end
+    /// in the same receive buffer (consecutive receives of one connection into an incremental
+    /// buffer); nil otherwise.
+    package func extended(by next: Bytes) -> Bytes? {
+        guard let owner, owner is ReceiveBufferLease, owner === next.owner, let base, base + count == next.base
+        else { return nil }
+        return Bytes(owner: owner, base: base, count: count + next.count)
+    }
+
     /// The bytes `range` of these bytes, sharing their memory.
     public func bytes(_ range: Range<Int>) -> Bytes {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "Bytes range out of bounds")

@@ -49,21 +49,17 @@ public final class EventLoop: @unchecked Sendable {
     /// Set on the loop thread once shutdown began: nothing new is submitted.
     private(set) var isStopping = false
     private var buffersWanted: [any EndOfTurnWork] = []
+    private let messageScratch = MessageScratch()
+    private var scratchWanted: [any EndOfTurnWork] = []
     var counters = Statistics()
     let configuration: Configuration
+    /// Whether receives ask for bundles (configured and supported by the kernel).
+    private(set) var useReceiveBundles = false
+    /// Sends of at least this many bytes go zero-copy; nil when off or unsupported. A kernel that
+    /// refuses zero-copy sends turns it off for the loop.
+    var zeroCopySendThreshold: Int?
     /// A stable, unique number for log and error text.
     public let id: Int
-
-    /// Settings chosen when the loop starts.
-    public struct Configuration: Sendable {
-        /// Submission queue entries.
-        public var ringEntries: UInt32 = 256
-        /// Receive buffers in the loop's provided-buffer ring (a power of two).
-        public var receiveBufferCount = 256
-        /// Size of each receive buffer.
-        public var receiveBufferSize = 16 * 1024
-        public init() {}
-    }
 
     typealias RingFactory = @Sendable () throws(RingError) -> any RingBackend
 
@@ -82,7 +78,9 @@ public final class EventLoop: @unchecked Sendable {
             ring = try makeRing()
             bufferPool = try ProvidedBufferPool(
                 ring: ring, group: 0, bufferCount: configuration.receiveBufferCount,
-                bufferSize: configuration.receiveBufferSize)
+                bufferSize: configuration.receiveBufferSize, incremental: configuration.incrementalReceiveBuffers)
+            useReceiveBundles = configuration.receiveBundles && ring.features.receiveBundles
+            zeroCopySendThreshold = ring.features.zeroCopySend ? configuration.zeroCopySendThreshold : nil
             unavailable = nil
         } catch {
             ring = nil
@@ -286,6 +284,7 @@ public final class EventLoop: @unchecked Sendable {
         } catch {
             throw StreamError(error)
         }
+        releaseMessageScratch()
         if sleep { inbox.withLock { $0.sleeping = false } }
         reapCompletions()
     }
@@ -350,6 +349,32 @@ public final class EventLoop: @unchecked Sendable {
             for work in endOfTurnRunning { work.endOfTurn() }
             endOfTurnRunning.removeAll(keepingCapacity: true)
         }
+    }
+
+    /// Room for one send's header and iovecs until the next submit, or nil when the scratch is full
+    /// (then `work` runs once it has room again).
+    func takeMessageScratch(orWait work: any EndOfTurnWork) -> (
+        message: UnsafeMutablePointer<msghdr>, iovecs: UnsafeMutablePointer<iovec>
+    )? {
+        if messageScratch.hasRoom { return messageScratch.take() }
+        // Hand what is queued to the kernel, which copies the headers, and start over.
+        try? ring.submit(waitingFor: 0)
+        releaseMessageScratch()
+        if messageScratch.hasRoom { return messageScratch.take() }
+        scratchWanted.append(work)
+        return nil
+    }
+
+    func returnUnusedMessageScratch(iovecs: Int) {
+        messageScratch.returnUnused(iovecs)
+    }
+
+    private func releaseMessageScratch() {
+        guard ring.pendingSubmissions == 0 else { return }
+        messageScratch.reset()
+        guard !scratchWanted.isEmpty else { return }
+        for work in scratchWanted { runAtEndOfTurn(work) }
+        scratchWanted.removeAll(keepingCapacity: true)
     }
 
     private func resumeBufferWaiters() {

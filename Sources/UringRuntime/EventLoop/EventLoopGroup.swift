@@ -23,6 +23,17 @@ public final class EventLoopGroup: Sendable {
         self.init(loopCount: loopCount, configuration: EventLoop.Configuration(), makeRing: EventLoop.defaultRing)
     }
 
+    /// Starts `loopCount` loops with `configuration` (receive buffers, zero-copy sends; see
+    /// ``EventLoop/Configuration``), each on a new thread.
+    ///
+    /// - Parameters:
+    ///   - loopCount: How many loops (threads) to start; values below 1 start one.
+    ///   - configuration: The loops' settings; `EventLoop.Configuration()` gives the defaults with
+    ///     any environment overrides.
+    public convenience init(loopCount: Int, configuration: EventLoop.Configuration) {
+        self.init(loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing)
+    }
+
     init(loopCount: Int, configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory) {
         threads = (0..<max(1, loopCount)).map { _ in LoopThread(configuration: configuration, makeRing: makeRing) }
     }

@@ -62,6 +62,10 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
             return
         }
         switch -result {
+        case EINVAL, EBADF, ENOTSOCK:
+            // The socket no longer listens: Server.close shuts it down from any thread before its
+            // close reaches this loop. Re-arming would spin on the same error until then.
+            return
         case EMFILE, ENFILE, ENOBUFS, ENOMEM:
             // Out of descriptors or memory: retry after a second, as asyncio does, instead of spinning.
             retryLater()

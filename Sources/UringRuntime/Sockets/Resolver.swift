@@ -17,9 +17,14 @@ package enum Resolver {
         -> [SocketAddress]
     {
         guard (0...65535).contains(port) else { throw StreamError.invalidArgument("port must be 0-65535, not \(port)") }
-        if let host, let numeric = try? SocketAddress(host: host, port: port),
-            family == .unspecified || family == numeric.family
-        {
+        guard family != .unix else {
+            throw StreamError.invalidArgument("family .unix has no host and port: use the Unix socket functions")
+        }
+        if let host, let numeric = try? SocketAddress(host: host, port: port) {
+            guard family == .unspecified || family == numeric.family else {
+                // getaddrinfo would only say "Address family for hostname not supported".
+                throw StreamError.invalidArgument("'\(host)' is an .\(numeric.family) address but family is .\(family)")
+            }
             return [numeric]
         }
         let result: Result<[SocketAddress], StreamError> = await withCheckedContinuation { continuation in

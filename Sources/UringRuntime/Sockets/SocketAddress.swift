@@ -67,6 +67,16 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
         path = unixPath
     }
 
+    /// A Unix socket, or an IPv4/IPv6 loopback address: traffic that never leaves this host.
+    var isLoopback: Bool {
+        switch family {
+        case .unix: return true
+        case .inet: return host.hasPrefix("127.")
+        case .inet6: return host == "::1" || host.hasPrefix("::ffff:127.")
+        case .unspecified: return false
+        }
+    }
+
     public var description: String {
         switch family {
         case .unix: return path ?? ""

@@ -50,6 +50,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     private enum Tag {
         static let receive: UInt64 = 1
         static let send: UInt64 = 2
+        static let zeroCopySend: UInt64 = 3
     }
 
     /// The loop this connection lives on for its whole life.
@@ -76,24 +77,27 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     private var closeStarted = false
     private var descriptorClosed = false
     private var shutdownSent = false
-    private let iovecs: UnsafeMutablePointer<iovec>
-    private let message: UnsafeMutablePointer<msghdr>
-    private static let iovecCapacity = 64
+    /// Zero-copy sends are worth trying on this connection (a remote peer, the loop allows them,
+    /// and the kernel has not reported copying or refused them here).
+    private var zeroCopyEligible: Bool
+    /// Zero-copy sends whose notification has not arrived: the memory they sent from must live.
+    private var zeroCopyNotificationsPending = 0
 
     /// Takes ownership of a connected socket; on `loop`'s thread. Call ``start(delegate:)`` next.
     package init(loop: EventLoop, fileDescriptor: Int32) {
         self.loop = loop
         self.fileDescriptor = fileDescriptor
-        peerAddress = SocketDescriptor.peerAddress(of: fileDescriptor)
-        localAddress = SocketDescriptor.localAddress(of: fileDescriptor)
-        iovecs = .allocate(capacity: Self.iovecCapacity)
-        message = .allocate(capacity: 1)
-        message.initialize(to: msghdr())
+        let peer = SocketDescriptor.peerAddress(of: fileDescriptor)
+        let local = SocketDescriptor.localAddress(of: fileDescriptor)
+        peerAddress = peer
+        localAddress = local
+        // Traffic to this host (loopback, Unix sockets, our own address) is copied by the kernel
+        // even when sent zero-copy, at extra cost.
+        let onThisHost = peer.map { $0.isLoopback || $0.host == local?.host } ?? true
+        zeroCopyEligible = loop.zeroCopySendThreshold != nil && (loop.configuration.zeroCopyLocalSends || !onThisHost)
     }
 
     deinit {
-        iovecs.deallocate()
-        message.deallocate()
         if !descriptorClosed { Glibc.close(fileDescriptor) }
     }
 
@@ -153,7 +157,16 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     /// the queue to empty; on the loop thread.
     private func flush() {
         guard !descriptorClosed else { return }
-        enum Next { case nothing, send(Int), shutdown, close }
+        enum Next { case nothing, send(count: Int, bytes: Int), shutdown, close }
+        let hasSomethingToSend = state.withLock { state in
+            !state.sendInFlight && !state.queue.isEmpty && !state.aborting
+        }
+        var scratch: (message: UnsafeMutablePointer<msghdr>, iovecs: UnsafeMutablePointer<iovec>)?
+        if hasSomethingToSend {
+            scratch = loop.takeMessageScratch(orWait: self)
+            // No room until the loop's next submit: it calls back then.
+            if scratch == nil { return }
+        }
         let next = state.withLock { state -> Next in
             state.flushScheduled = false
             guard !state.sendInFlight else { return .nothing }
@@ -162,19 +175,39 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
                 if state.eofRequested { return .shutdown }
                 return .nothing
             }
-            let count = state.queue.fill(iovecs, capacity: Self.iovecCapacity)
+            guard let scratch else {
+                // Written between the two locks: flush again this turn.
+                state.flushScheduled = true
+                return .nothing
+            }
+            let (count, bytes) = state.queue.fill(scratch.iovecs, capacity: MessageScratch.iovecsPerSend)
             state.sendInFlight = true
-            return .send(count)
+            return .send(count: count, bytes: bytes)
+        }
+        if case .send = next {
+        } else if scratch != nil {
+            loop.returnUnusedMessageScratch(iovecs: MessageScratch.iovecsPerSend)
         }
         switch next {
         case .nothing:
+            if state.withLock({ $0.flushScheduled }) { loop.runAtEndOfTurn(self) }
             return
-        case .send(let count):
-            message.pointee.msg_iov = iovecs
-            message.pointee.msg_iovlen = count
-            sendUserData = loop.submit(
-                .sendMessage(fd: fileDescriptor, message: UnsafeMutableRawPointer(message), flags: Int32(MSG_NOSIGNAL)),
-                target: self, tag: Tag.send)
+        case .send(let count, let bytes):
+            let scratch = scratch!
+            loop.returnUnusedMessageScratch(iovecs: MessageScratch.iovecsPerSend - count)
+            scratch.message.pointee.msg_iovlen = count
+            let message = UnsafeMutableRawPointer(scratch.message)
+            if zeroCopyEligible, let threshold = loop.zeroCopySendThreshold, bytes >= threshold {
+                zeroCopyNotificationsPending += 1
+                loop.counters.zeroCopySends += 1
+                sendUserData = loop.submit(
+                    .sendMessageZeroCopy(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)),
+                    target: self, tag: Tag.zeroCopySend)
+            } else {
+                sendUserData = loop.submit(
+                    .sendMessage(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)),
+                    target: self, tag: Tag.send)
+            }
         case .shutdown:
             if !shutdownSent {
                 shutdownSent = true
@@ -183,6 +216,47 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         case .close:
             beginClose()
         }
+    }
+
+    /// A zero-copy send's completions: first the result (with `more` when a notification follows),
+    /// then the notification that the kernel no longer reads the sent memory.
+    private func zeroCopySendCompleted(_ completion: Completion) {
+        if completion.flags & CompletionFlags.notification != 0 {
+            zeroCopyNotificationPosted(copied: completion.zeroCopyWasCopied)
+            return
+        }
+        if !completion.hasMore { zeroCopyNotificationsPending -= 1 }
+        let result = completion.result
+        if result == -EOPNOTSUPP || result == -EINVAL {
+            // Unix sockets do not support zero-copy sends (EOPNOTSUPP), a 6.1 kernel not the usage
+            // report (EINVAL): nothing was sent, so send the same bytes plainly from now on.
+            loop.counters.zeroCopyFallbacks += 1
+            zeroCopyEligible = false
+            if result == -EINVAL { loop.zeroCopySendThreshold = nil }
+            state.withLock { $0.sendInFlight = false }
+            if !completion.hasMore { releaseZeroCopyHeld() }
+            flush()
+            tryFinishClose()
+            return
+        }
+        sendCompleted(result)
+    }
+
+    private func zeroCopyNotificationPosted(copied: Bool) {
+        zeroCopyNotificationsPending -= 1
+        if copied {
+            // The route copies anyway (loopback, or a device without scatter-gather): stop paying
+            // for notifications on this connection unless told to measure them.
+            loop.counters.zeroCopyFallbacks += 1
+            if !loop.configuration.zeroCopyLocalSends { zeroCopyEligible = false }
+        }
+        releaseZeroCopyHeld()
+        tryFinishClose()
+    }
+
+    private func releaseZeroCopyHeld() {
+        guard zeroCopyNotificationsPending == 0 else { return }
+        state.withLock { $0.queue.releaseHeld() }
     }
 
     private func sendCompleted(_ result: Int32) {
@@ -195,7 +269,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         loop.counters.bytesSent += Int(result)
         let drained = state.withLock { state -> [UnsafeContinuation<Void, any Error>] in
             state.sendInFlight = false
-            state.queue.consume(Int(result))
+            state.queue.consume(Int(result), holdingSent: zeroCopyNotificationsPending > 0)
             state.buffered -= Int(result)
             guard state.buffered <= state.low else { return [] }
             return state.drainWaiters.takeAll()
@@ -351,7 +425,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         receiveArmed = true
         receiveCancelRequested = false
         receiveUserData = loop.submit(
-            .receiveMultishot(fd: fileDescriptor, bufferGroup: loop.bufferPool.group), target: self, tag: Tag.receive)
+            .receiveMultishot(fd: fileDescriptor, bufferGroup: loop.bufferPool.group, bundle: loop.useReceiveBundles),
+            target: self, tag: Tag.receive)
     }
 
     /// Makes the receive match whether reading is wanted *now*, on the loop thread. Pause and
@@ -403,18 +478,12 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         if result > 0, let id = completion.bufferID {
             loop.counters.bytesReceived += Int(result)
             let pool = loop.bufferPool!
-            if pool.available >= pool.bufferCount / 8 {
-                deliver(pool.take(id: id, count: Int(result)))
-            } else {
-                // Buffers are running out (readers holding many): copy so this one goes straight
-                // back and a slow reader cannot starve every other connection of the loop.
-                let bytes = Bytes(copying: UnsafeRawBufferPointer(start: pool.address(of: id), count: Int(result)))
-                pool.giveBack(id: id)
-                loop.recordCopiedOnReceive(Int(result))
-                deliver(bytes)
-            }
+            let copied = pool.takeReceived(
+                firstID: id, count: Int(result), bufferHasMore: completion.bufferHasMore
+            ) { deliver($0) }
+            if copied > 0 { loop.recordCopiedOnReceive(copied) }
         } else if let id = completion.bufferID {
-            loop.bufferPool.giveBack(id: id)
+            loop.bufferPool.takeUnused(id: id, bufferHasMore: completion.bufferHasMore)
         }
         if result == 0 {
             eofReceived = true
@@ -456,6 +525,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         switch tag {
         case Tag.receive: receiveCompleted(completion)
         case Tag.send: sendCompleted(completion.result)
+        case Tag.zeroCopySend: zeroCopySendCompleted(completion)
         default: preconditionFailure("unknown transport tag \(tag)")
         }
     }
@@ -523,7 +593,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
 
     /// Closes the descriptor once no operation uses it, then reports the loss.
     private func tryFinishClose() {
-        guard closeStarted, !descriptorClosed, !receiveArmed else { return }
+        guard closeStarted, !descriptorClosed, !receiveArmed, zeroCopyNotificationsPending == 0 else { return }
         let (sending, error) = state.withLock { ($0.sendInFlight, $0.lostError) }
         guard !sending else { return }
         descriptorClosed = true

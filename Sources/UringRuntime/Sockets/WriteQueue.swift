@@ -7,6 +7,8 @@ struct WriteQueue {
     private var head = 0
     /// Bytes of the front chunk already sent.
     private var headOffset = 0
+    /// Sent chunks a zero-copy send may still read from, until its notification.
+    private var held: [Bytes] = []
 
     var isEmpty: Bool { head == chunks.count }
 
@@ -14,28 +16,32 @@ struct WriteQueue {
         chunks.append(bytes)
     }
 
-    /// Fills up to `capacity` iovecs from the front; returns how many it filled.
-    func fill(_ iovecs: UnsafeMutablePointer<iovec>, capacity: Int) -> Int {
+    /// Fills up to `capacity` iovecs from the front; returns how many it filled and their bytes.
+    func fill(_ iovecs: UnsafeMutablePointer<iovec>, capacity: Int) -> (count: Int, bytes: Int) {
         var count = 0
+        var bytes = 0
         var index = head
         while index < chunks.count, count < capacity {
             let chunk = chunks[index]
             let skip = index == head ? headOffset : 0
             iovecs[count] = iovec(
                 iov_base: UnsafeMutableRawPointer(mutating: chunk.base! + skip), iov_len: chunk.count - skip)
+            bytes += chunk.count - skip
             count += 1
             index += 1
         }
-        return count
+        return (count, bytes)
     }
 
-    /// Drops `sent` bytes from the front.
-    mutating func consume(_ sent: Int) {
+    /// Drops `sent` bytes from the front; with `holdingSent`, keeps the chunks alive until
+    /// ``releaseHeld()`` (a zero-copy send may still read them).
+    mutating func consume(_ sent: Int, holdingSent: Bool = false) {
         var remaining = sent
         while remaining > 0, head < chunks.count {
             let left = chunks[head].count - headOffset
             if remaining >= left {
                 remaining -= left
+                if holdingSent { held.append(chunks[head]) }
                 chunks[head] = Bytes()  // releases a receive buffer as soon as it is sent
                 head += 1
                 headOffset = 0
@@ -45,6 +51,11 @@ struct WriteQueue {
             }
         }
         if head == chunks.count { removeAll() }
+    }
+
+    /// Lets go of chunks kept for zero-copy sends, once their notifications arrived.
+    mutating func releaseHeld() {
+        held.removeAll(keepingCapacity: true)
     }
 
     mutating func removeAll() {

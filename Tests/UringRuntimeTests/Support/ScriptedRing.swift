@@ -39,6 +39,8 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
     private var wakeFD: Int32 = -1
 
     var counters: RingCounters { shared.withLock { $0.counters } }
+    /// A kernel with none of the optional features: the runtime's fallback paths.
+    let features = RingFeatures()
     var pendingSubmissions: Int { shared.withLock { $0.pending } }
 
     func prepare(_ submission: Submission, userData: UInt64) {
@@ -62,7 +64,7 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
             payload = bytes
             fd = sendFD
             text = "sendmsg"
-        case .receiveMultishot(let receiveFD, _): text = "recv-multishot"; fd = receiveFD
+        case .receiveMultishot(let receiveFD, _, _): text = "recv-multishot"; fd = receiveFD
         case .cancel(let target): text = "cancel \(target)"
         case .cancelEverything:
             // As the kernel does: every operation in flight ends with -ECANCELED.
@@ -130,7 +132,9 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         }
     }
 
-    func registerBufferRing(entries: Int, group: UInt16) throws(RingError) -> ProvidedBufferRingMemory {
+    func registerBufferRing(entries: Int, group: UInt16, incremental: Bool) throws(RingError)
+        -> ProvidedBufferRingMemory
+    {
         let storage = UnsafeMutableRawPointer.allocate(byteCount: entries * 16, alignment: 4096)
         storage.initializeMemory(as: UInt8.self, repeating: 0, count: entries * 16)
         ringStorage = storage

@@ -14,13 +14,18 @@ struct EchoBenchServer: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port; 0 picks a free one.") var port = 0
     @Option(help: "Event loops (threads) connections are spread over.") var loops = 1
+    @Option(help: "The readers' limit (asyncio's default 64 KiB).") var limit = 65_536
+    @Option(help: "Bytes each read asks for (asyncio's echo example: 65536).") var readSize = 65_536
+    @Option(help: "Write-buffer high-water mark; nil keeps asyncio's 64 KiB.") var writeHigh: Int?
 
     func run() async throws {
         let group = EventLoopGroup(loopCount: loops)
-        let server = try await startServer(host: host, port: port, on: group) { reader, writer in
+        let (readSize, writeHigh) = (readSize, writeHigh)
+        let server = try await startServer(host: host, port: port, limit: limit, on: group) { reader, writer in
+            if let writeHigh { writer.transport.setWriteBufferLimits(high: writeHigh) }
             do {
                 while true {
-                    let data = try await reader.read(65_536)
+                    let data = try await reader.read(readSize)
                     if data.isEmpty { break }
                     writer.write(data)
                     try await writer.drain()
@@ -41,7 +46,9 @@ struct EchoBenchServer: AsyncParsableCommand {
             "{\"submissions\":\(stats.submissions),\"enterCalls\":\(stats.enterCalls),"
             + "\"completions\":\(stats.completions),\"bytesReceived\":\(stats.bytesReceived),"
             + "\"bytesSent\":\(stats.bytesSent),\"bytesCopiedOnReceive\":\(stats.bytesCopiedOnReceive),"
-            + "\"bytesCopiedOnSend\":\(stats.bytesCopiedOnSend),\"bufferExhaustions\":\(stats.bufferExhaustions)}\n"
+            + "\"bytesCopiedOnSend\":\(stats.bytesCopiedOnSend),\"bufferExhaustions\":\(stats.bufferExhaustions),"
+            + "\"receiveRearms\":\(stats.receiveRearms),\"zeroCopySends\":\(stats.zeroCopySends),"
+            + "\"zeroCopyFallbacks\":\(stats.zeroCopyFallbacks)}\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 }

@@ -1,0 +1,185 @@
+"""Markdown report of a Benchmarks/compare run: one table per scenario and the issue's targets.
+
+Every figure is a median over rounds, with the range in brackets; ratios compare medians of the
+same run, so drift between runs on a shared machine cancels out.
+"""
+
+import statistics
+
+BASELINE = "c-liburing"
+
+# What each mode reports: (key, column title, decimals).
+THROUGHPUT = {
+    "pingpong": ("rps", "req/s", 0),
+    "stream": ("gbps", "Gbit/s", 2),
+}
+PER_CPU = {
+    "pingpong": ("rps_per_server_cpu_s", "req/s per server CPU-s", 0),
+    "stream": ("gbps_per_server_cpu_s", "Gbit/s per server CPU-s", 2),
+}
+LATENCIES = (("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("p999_us", "p99.9 µs"))
+
+SCENARIO_TITLES = {
+    "pingpong-1x64": "Ping-pong, 1 connection × 64 B",
+    "pingpong-64x128": "Ping-pong, 64 connections × 128 B",
+    "pingpong-64x4k": "Ping-pong, 64 connections × 4 KiB",
+    "stream-8x64k": "Stream, 8 connections × 64 KiB chunks",
+    "idle-1000": "Idle, 1,000 connections",
+}
+
+
+def samples(results, scenario, server, key):
+    """The values of `key` over the rounds of one server in one scenario (failed runs left out)."""
+    values = []
+    for run in results["runs"]:
+        if run["scenario"] == scenario and run["server"] == server and "result" in run:
+            value = run["result"].get(key)
+            if isinstance(value, (int, float)):
+                values.append(float(value))
+    return values
+
+
+def median(results, scenario, server, key):
+    values = samples(results, scenario, server, key)
+    return statistics.median(values) if values else None
+
+
+def cell(values, decimals):
+    """`median (min–max)`, or just the value for one sample, or `–` for none."""
+    if not values:
+        return "–"
+    m = statistics.median(values)
+    if len(values) == 1:
+        return f"{m:,.{decimals}f}"
+    return f"{m:,.{decimals}f} ({min(values):,.{decimals}f}–{max(values):,.{decimals}f})"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def fmt_ratio(value):
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def scenarios_in(results):
+    seen = []
+    for run in results["runs"]:
+        if run["scenario"] not in seen:
+            seen.append(run["scenario"])
+    return seen
+
+
+def servers_in(results):
+    seen = []
+    for run in results["runs"]:
+        if run["server"] not in seen:
+            seen.append(run["server"])
+    return seen
+
+
+def throughput_table(results, scenario, mode):
+    key, title, decimals = THROUGHPUT[mode]
+    cpu_key, cpu_title, _ = PER_CPU[mode]
+    header = ["server", title, cpu_title, "server CPU-s"]
+    if mode == "pingpong":
+        header += [t for _, t in LATENCIES]
+    header += [f"vs {BASELINE}", f"per CPU vs {BASELINE}"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    base = median(results, scenario, BASELINE, key)
+    base_cpu = median(results, scenario, BASELINE, cpu_key)
+    for server in servers_in(results):
+        values = samples(results, scenario, server, key)
+        if not values and not any(r["scenario"] == scenario and r["server"] == server for r in results["runs"]):
+            continue
+        row = [server, cell(values, decimals), cell(samples(results, scenario, server, cpu_key), decimals),
+               cell(samples(results, scenario, server, "server_cpu_s"), 2)]
+        if mode == "pingpong":
+            row += [cell(samples(results, scenario, server, k), 1) for k, _ in LATENCIES]
+        row += [fmt_ratio(ratio(median(results, scenario, server, key), base)),
+                fmt_ratio(ratio(median(results, scenario, server, cpu_key), base_cpu))]
+        rows.append("| " + " | ".join(row) + " |")
+    return rows
+
+
+def idle_table(results, scenario):
+    rows = ["| server | RSS before (KiB) | RSS with the connections (KiB) | KiB per connection "
+            "| KiB per connection past the first tenth |", "|---|---|---|---|---|"]
+    for server in servers_in(results):
+        per_conn = samples(results, scenario, server, "kib_per_conn")
+        if not any(r["scenario"] == scenario and r["server"] == server for r in results["runs"]):
+            continue
+        rows.append(f"| {server} | {cell(samples(results, scenario, server, 'rss_before_kib'), 0)} | "
+                    f"{cell(samples(results, scenario, server, 'rss_after_kib'), 0)} | {cell(per_conn, 2)} | "
+                    f"{cell(samples(results, scenario, server, 'marginal_kib_per_conn'), 2)} |")
+    return rows
+
+
+def targets(results):
+    """The issue's part 3 targets, computed from this run: (text, value, wanted, passed)."""
+    us = "uringstreams"
+    checks = []
+
+    def per_cpu_vs(scenario, peer, minimum):
+        v = ratio(median(results, scenario, us, "rps_per_server_cpu_s"),
+                  median(results, scenario, peer, "rps_per_server_cpu_s"))
+        title = SCENARIO_TITLES.get(scenario, scenario)
+        checks.append((f"{title}: req/s per server CPU vs {peer}", fmt_ratio(v), f"≥ {minimum:.2f}×",
+                       None if v is None else v >= minimum))
+
+    for scenario in ("pingpong-64x128", "pingpong-64x4k"):
+        per_cpu_vs(scenario, BASELINE, 0.95)
+        per_cpu_vs(scenario, "swiftnio", 1.3)
+    v = ratio(median(results, "pingpong-1x64", us, "p99_us"), median(results, "pingpong-1x64", BASELINE, "p99_us"))
+    checks.append(("Ping-pong 1 × 64 B: p99 latency vs c-liburing", fmt_ratio(v), "≤ 1.00×",
+                   None if v is None else v <= 1.0))
+    v = ratio(median(results, "stream-8x64k", us, "gbps_per_server_cpu_s"),
+              median(results, "stream-8x64k", BASELINE, "gbps_per_server_cpu_s"))
+    checks.append(("Stream 8 × 64 KiB: Gbit/s per server CPU vs c-liburing", fmt_ratio(v), "≥ 0.95×",
+                   None if v is None else v >= 0.95))
+    v = median(results, "idle-1000", us, "kib_per_conn")
+    checks.append(("Idle: RSS per connection", "–" if v is None else f"{v:.2f} KiB", "≤ 1 KiB",
+                   None if v is None else v <= 1.0))
+    return checks
+
+
+def machine_line(results):
+    m = results["machine"]
+    s = results["settings"]
+    load = [r["machine_load"]["busy_cpus"] for r in results["runs"] if "machine_load" in r]
+    busy = sum(1 for r in results["runs"] if not r.get("machine_load", {}).get("quiet", True))
+    quiet = (f"all {len(load)} runs started on a quiet machine" if busy == 0 else
+             f"{busy} of {len(load)} runs started while the machine was busy "
+             f"(up to {max(load):.1f} CPUs used by others): treat those numbers as noise")
+    commit = m["git_commit"][:12] + ("-dirty" if m["git_commit"].endswith("-dirty") else "")
+    return (f"Run {m['date_utc']} at commit `{commit}` on {m['cpu_model']}, {m['cpus']} CPUs, "
+            f"{m.get('memory_gib')} GiB, Linux {m['kernel']}, {m.get('swift') or 'Swift ?'}, "
+            f"liburing {m.get('liburing') or '?'}. {s['rounds']} interleaved round(s) × "
+            f"{s['duration']} s measured (after {s['warmup']} s warm-up) per server and scenario, "
+            f"CPU layout `{s['pin']}` (server on CPU 1, load generator on CPU 0 when split); {quiet}. "
+            f"Medians, (min–max) over rounds.")
+
+
+def markdown(results, image_prefix="images/", heading_level=2):
+    h = "#" * heading_level
+    lines = [machine_line(results), ""]
+    for scenario in scenarios_in(results):
+        mode = next(r["mode"] for r in results["runs"] if r["scenario"] == scenario)
+        lines += [f"{h} {SCENARIO_TITLES.get(scenario, scenario)}", ""]
+        lines += idle_table(results, scenario) if mode == "idle" else throughput_table(results, scenario, mode)
+        lines += ["", f"![{scenario}]({image_prefix}{scenario}.svg)"]
+        if mode == "pingpong":
+            lines += [f"![{scenario} latency]({image_prefix}{scenario}-latency.svg)"]
+        lines.append("")
+    checks = targets(results)
+    lines += [f"{h} Targets (issue 3, part 3)", "", "| target | UringStreams | wanted | |", "|---|---|---|---|"]
+    for text, value, wanted, passed in checks:
+        mark = "n/a" if passed is None else ("**PASS**" if passed else "**MISS**")
+        lines.append(f"| {text} | {value} | {wanted} | {mark} |")
+    lines += ["", "Zero allocations per echoed message is checked by the package-benchmark "
+              "`LoopbackEcho` thresholds (`mallocCountTotal`), not here."]
+    failed = [r for r in results["runs"] if "error" in r]
+    if failed:
+        lines += ["", f"{len(failed)} run(s) failed:"]
+        lines += [f"- {r['scenario']} · {r['server']} · round {r['round']}: {r['error']}" for r in failed]
+    return "\n".join(lines) + "\n"

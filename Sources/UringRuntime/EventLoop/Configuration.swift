@@ -1,0 +1,55 @@
+import Glibc
+
+extension EventLoop {
+    /// Settings chosen when a loop starts.
+    ///
+    /// The defaults come from the sweeps in `docs/benchmarks.md`. Each can be overridden with an
+    /// environment variable (read when the value is created), so benchmarks and deployments can tune
+    /// a program without rebuilding it.
+    public struct Configuration: Sendable {
+        /// Submission queue entries.
+        public var ringEntries: UInt32 = 256
+        /// Receive buffers in the loop's provided-buffer ring, a power of two
+        /// (`URINGSTREAMS_RECEIVE_BUFFER_COUNT`).
+        public var receiveBufferCount = 64
+        /// Size of each receive buffer (`URINGSTREAMS_RECEIVE_BUFFER_SIZE`).
+        public var receiveBufferSize = 64 * 1024
+        /// Let the kernel fill each receive buffer piece by piece, so one large buffer serves many
+        /// small receives (`IOU_PBUF_RING_INC`, Linux 6.12; `URINGSTREAMS_INCREMENTAL_BUFFERS=0`
+        /// turns it off). Older kernels fall back to one buffer per receive.
+        public var incrementalReceiveBuffers = true
+        /// Let one receive completion cover several buffers (`IORING_RECVSEND_BUNDLE`, Linux 6.10;
+        /// `URINGSTREAMS_RECEIVE_BUNDLES=0` turns it off).
+        public var receiveBundles = true
+        /// Sends of at least this many bytes to a peer that is not on this host use
+        /// `IORING_OP_SENDMSG_ZC`; nil turns zero-copy sends off
+        /// (`URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD`, 0 for off).
+        public var zeroCopySendThreshold: Int? = 16 * 1024
+        /// Also use zero-copy sends on loopback and Unix sockets, where the kernel copies anyway
+        /// (`URINGSTREAMS_ZERO_COPY_LOCAL=1`; for measuring and testing).
+        public var zeroCopyLocalSends = false
+
+        /// The defaults, with any environment overrides applied.
+        public init() {
+            if let count = Self.environment("URINGSTREAMS_RECEIVE_BUFFER_COUNT"), count > 0, count <= 32768,
+                count & (count - 1) == 0
+            {
+                receiveBufferCount = count
+            }
+            if let size = Self.environment("URINGSTREAMS_RECEIVE_BUFFER_SIZE"), size >= 512, size <= 1 << 24 {
+                receiveBufferSize = size
+            }
+            if let flag = Self.environment("URINGSTREAMS_INCREMENTAL_BUFFERS") { incrementalReceiveBuffers = flag != 0 }
+            if let flag = Self.environment("URINGSTREAMS_RECEIVE_BUNDLES") { receiveBundles = flag != 0 }
+            if let threshold = Self.environment("URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD") {
+                zeroCopySendThreshold = threshold > 0 ? threshold : nil
+            }
+            if let flag = Self.environment("URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
+        }
+
+        private static func environment(_ name: String) -> Int? {
+            guard let value = getenv(name) else { return nil }
+            return Int(String(cString: value))
+        }
+    }
+}
