@@ -621,6 +621,31 @@ struct TLSTests {
         }
     }
 
+    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    func garbageAfterTheHandshakeFailsTheStream() async throws {
+        try await withDeadline(20) {
+            let fixtures = try await TLSFixtures.make()
+            let server = try await startServer(host: "127.0.0.1", port: 0, tls: fixtures.server) { reader, writer in
+                writer.write("hello\n")
+                // Once the client has read it (a stored error would hide buffered data from reads):
+                // straight to the socket, past the TLS layer, bytes that are no TLS record.
+                _ = try? await reader.readLine()
+                writer.transport.write(Bytes(patternBytes(count: 300)))
+                _ = try? await reader.read()
+            }
+            defer { server.close() }
+            let (reader, writer) = try await openConnection(
+                host: "127.0.0.1", port: server.addresses[0].port, tls: fixtures.client, serverHostname: "localhost")
+            #expect(try await reader.readLine() == "hello\n")
+            writer.write("thanks\n")
+            let error = await #expect(throws: StreamError.self) { _ = try await reader.read() }
+            #expect(isHandshakeFailure(error), "\(String(describing: error))")
+            // Stored: drain and waitClosed report it too.
+            await #expect(throws: StreamError.self) { try await writer.drain() }
+            await #expect(throws: StreamError.self) { try await writer.waitClosed() }
+        }
+    }
+
     // MARK: Arguments
 
     @Test func tlsArgumentsAreChecked() async throws {
