@@ -364,8 +364,8 @@ struct TLSTests {
 
     @Test(
         .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+            if: Tools.openssl && Tools.pythonStartTLS,
+            "needs python3 3.11+ (StreamWriter.start_tls) with ssl and the openssl command"))
     func startTLSWithPythonAfterAPlaintextLine() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()

@@ -24,6 +24,9 @@ enum Tools {
 
     static let openssl = works(["openssl", "version"])
     static let pythonSSL = works(["python3", "-c", "import ssl, asyncio"])
+    /// asyncio's `StreamWriter.start_tls` came in Python 3.11.
+    static let pythonStartTLS =
+        pythonSSL && works(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"])
 }
 
 struct ToolFailed: Error, CustomStringConvertible {
