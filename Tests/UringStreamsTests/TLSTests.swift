@@ -22,6 +22,7 @@ struct TLSTests {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let (python, port) = try await fixtures.pythonServer()
+            defer { python.stop() }
             let config = TLSConfiguration.client(trustRoots: .file(fixtures.caFile), alpn: ["h2", "http/1.1"])
             try await placement.run {
                 let (reader, writer) = try await openConnection(host: "localhost", port: port, tls: config)
@@ -44,7 +45,6 @@ struct TLSTests {
                 writer.close()
                 try await writer.waitClosed()
             }
-            withExtendedLifetime(python) {}
         }
     }
 
@@ -56,8 +56,9 @@ struct TLSTests {
             let server = try ChildProcess(
                 [
                     "openssl", "s_server", "-accept", "127.0.0.1:\(port)", "-cert", fixtures.serverCertificate,
-                    "-key", fixtures.serverKey, "-www", "-tls1_2",
+                    "-key", fixtures.serverKey, "-www", "-tls1_2", "-naccept", "1",
                 ], in: fixtures.directory)
+            defer { server.stop() }
             _ = try await onThread { try server.readLine { $0.contains("ACCEPT") } }
             // An IP address: verified against the certificate's IP entry, no SNI sent.
             let (reader, writer) = try await openConnection(
@@ -112,6 +113,7 @@ struct TLSTests {
                     fixtures.caFile, "-servername", "localhost", "-verify_hostname", "localhost",
                     "-verify_return_error", "-quiet", "-ign_eof",
                 ], in: fixtures.directory)
+            defer { client.stop() }
             try client.write("hello from s_client\n")
             try client.closeInput()
             let echoed = try await onThread { try client.readLine(where: { $0.hasPrefix("echo:") }) }
@@ -220,6 +222,7 @@ struct TLSTests {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let (python, port) = try await fixtures.pythonServer()
+            defer { python.stop() }
             let error = await #expect(throws: StreamError.self) {
                 _ = try await openConnection(
                     host: "localhost", port: port, tls: .client(trustRoots: .file(fixtures.otherCAFile)))
@@ -232,7 +235,6 @@ struct TLSTests {
                 host: "localhost", port: port, tls: .client(trustRoots: .file(fixtures.otherCAFile), verifyPeer: false))
             #expect(try await roundTrip("unverified\n", reader: reader, writer: writer) == "unverified\n")
             writer.close()
-            withExtendedLifetime(python) {}
         }
     }
 
@@ -244,12 +246,12 @@ struct TLSTests {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let (python, port) = try await fixtures.pythonServer()
+            defer { python.stop() }
             let error = await #expect(throws: StreamError.self) {
                 _ = try await openConnection(
                     host: "127.0.0.1", port: port, tls: fixtures.client, serverHostname: "wrong.example")
             }
             #expect(isCertificateRejection(error, containing: "hostname mismatch"), "\(String(describing: error))")
-            withExtendedLifetime(python) {}
         }
     }
 
@@ -261,12 +263,12 @@ struct TLSTests {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let (python, port) = try await fixtures.pythonServer(certificate: fixtures.expiredCertificate)
+            defer { python.stop() }
             let error = await #expect(throws: StreamError.self) {
                 _ = try await openConnection(host: "localhost", port: port, tls: fixtures.client)
             }
             #expect(
                 isCertificateRejection(error, containing: "certificate has expired"), "\(String(describing: error))")
-            withExtendedLifetime(python) {}
         }
     }
 
@@ -278,6 +280,7 @@ struct TLSTests {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let (python, port) = try await fixtures.pythonServer(requireClientCertificates: true)
+            defer { python.stop() }
             let withCertificate = TLSConfiguration.client(
                 trustRoots: .file(fixtures.caFile), certificateFile: fixtures.clientCertificate,
                 privateKeyFile: fixtures.clientKey)
@@ -301,7 +304,6 @@ struct TLSTests {
                 #expect(expected, "\(error)")
             }
             #expect(python.errorText.isEmpty, "the handler ran: \(python.errorText)")
-            withExtendedLifetime(python) {}
         }
     }
 
@@ -370,6 +372,7 @@ struct TLSTests {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let (python, port) = try await fixtures.pythonServer(mode: "starttls")
+            defer { python.stop() }
             let (reader, writer) = try await openConnection(host: "127.0.0.1", port: port)
             #expect(writer.extraInfo("cipher") == nil)
             #expect(try await roundTrip("STARTTLS\n", reader: reader, writer: writer) == "OK\n")
@@ -378,7 +381,6 @@ struct TLSTests {
             #expect(try await roundTrip("upgraded\n", reader: reader, writer: writer) == "secure:upgraded\n")
             writer.close()
             try await writer.waitClosed()
-            withExtendedLifetime(python) {}
         }
     }
 
@@ -422,6 +424,7 @@ struct TLSTests {
         try await withDeadline(45) {
             let fixtures = try await TLSFixtures.make()
             let (python, port) = try await fixtures.pythonServer()
+            defer { python.stop() }
             let payload = patternBytes(count: 16 * 1024 * 1024)
             let (reader, writer) = try await openConnection(host: "localhost", port: port, tls: fixtures.client)
             async let echoed = reader.readExactly(payload.count)
@@ -439,7 +442,6 @@ struct TLSTests {
             #expect(received == payload)
             writer.close()
             try await writer.waitClosed()
-            withExtendedLifetime(python) {}
         }
     }
 

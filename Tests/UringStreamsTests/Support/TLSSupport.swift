@@ -150,10 +150,10 @@ final class TLSFixtures: Sendable {
 // MARK: - Child processes
 
 /// A peer process: standard input is a pipe, standard output is read line by line with a
-/// timeout, standard error goes to a file whose text failures include. Terminated on deinit.
+/// timeout, standard error goes to a file whose text failures include. Killed by stop() or deinit.
 final class ChildProcess: @unchecked Sendable {
-    // Sendable: the test uses one child from one task at a time; Process itself is thread-safe
-    // for terminate().
+    // Sendable: the test uses one child from one task at a time; stop() only reads the process's
+    // state, which Process guards itself.
     private let process = Process()
     private let input = Pipe()
     private let output = Pipe()
@@ -173,7 +173,13 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     deinit {
-        if process.isRunning { process.terminate() }
+        stop()
+    }
+
+    /// Kills the child. SIGKILL, not terminate()'s SIGTERM: Foundation starts children with most
+    /// signals blocked (SIGTERM among them), so they would ignore it and outlive the test.
+    func stop() {
+        if process.isRunning { _ = kill(process.processIdentifier, SIGKILL) }
     }
 
     /// What the child wrote to standard error so far.
@@ -230,7 +236,7 @@ final class ChildProcess: @unchecked Sendable {
         let end = Date().addingTimeInterval(seconds)
         while process.isRunning {
             if Date() > end {
-                process.terminate()
+                stop()
                 return nil
             }
             usleep(10_000)
@@ -285,8 +291,8 @@ let pythonServerScript = #"""
         server = await asyncio.start_server(
             handle, "127.0.0.1", 0, ssl=None if mode == "starttls" else context)
         print(server.sockets[0].getsockname()[1], flush=True)
-        # Ends by itself should the test forget it.
-        await asyncio.sleep(120)
+        # Ends by itself should the test not stop it (a test has a minute at most).
+        await asyncio.sleep(60)
 
     asyncio.run(main())
     """#
