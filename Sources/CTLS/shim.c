@@ -44,7 +44,8 @@ BIO *ctls_memory_bio(void) {
     return bio;
 }
 
-size_t ctls_bio_pending(BIO *bio) { return BIO_pending(bio); }
+// BIO_pending casts to int, which a memory BIO over 2 GiB would overflow.
+size_t ctls_bio_pending(BIO *bio) { return BIO_ctrl_pending(bio); }
 
 int ctls_set_server_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
 

@@ -98,7 +98,8 @@ public final class IOURing: RingBackend {
         let submitted = io_uring_submit(ring)
         counters.enterCalls += 1
         if submitted > 0 { counters.submissions += Int(submitted) }
-        pendingSubmissions = 0
+        // What the kernel did not take stays queued, and its memory must stay valid.
+        pendingSubmissions = Int(io_uring_sq_ready(ring))
     }
 
     public func prepare(_ submission: Submission, userData: UInt64) {
@@ -154,6 +155,7 @@ public final class IOURing: RingBackend {
             // consume stays queued (and its memory must stay valid).
             pendingSubmissions = Int(io_uring_sq_ready(ring))
         default:
+            pendingSubmissions = Int(io_uring_sq_ready(ring))
             throw .system(errno: -result, operation: "io_uring_enter")
         }
     }

@@ -18,7 +18,7 @@ public protocol RingBackend: AnyObject {
     /// caller fills with `addBuffer`.
     func registerBufferRing(entries: Int, group: UInt16, incremental: Bool) throws(RingError)
         -> ProvidedBufferRingMemory
-    /// Unregisters a ring made by ``registerBufferRing(entries:group:)``.
+    /// Unregisters a ring made by ``registerBufferRing(entries:group:incremental:)``.
     func unregisterBufferRing(_ memory: ProvidedBufferRingMemory)
     /// What this kernel's ring offers beyond the required opcodes, probed at set-up.
     var features: RingFeatures { get }

@@ -30,9 +30,9 @@ public struct TLSCertificate: Sendable, Hashable {
     public let der: [UInt8]
 
     init(_ certificate: OpaquePointer) {
-        func text(_ write: (UnsafeMutablePointer<CChar>, Int) -> Int) -> String {
-            withUnsafeTemporaryAllocation(of: CChar.self, capacity: 4096) { buffer in
-                let length = write(buffer.baseAddress!, 4096)
+        func text(capacity: Int = 4096, _ write: (UnsafeMutablePointer<CChar>, Int) -> Int) -> String {
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: capacity) { buffer in
+                let length = write(buffer.baseAddress!, capacity)
                 return String(
                     decoding: UnsafeRawBufferPointer(start: buffer.baseAddress!, count: length), as: UTF8.self)
             }
@@ -41,7 +41,8 @@ public struct TLSCertificate: Sendable, Hashable {
         issuer = text { ctls_x509_name_text(certificate, 1, $0, $1) }
         notBefore = text { ctls_x509_time_text(certificate, 0, $0, $1) }
         notAfter = text { ctls_x509_time_text(certificate, 1, $0, $1) }
-        let names = text { ctls_x509_alt_names_text(certificate, $0, $1) }
+        // CDN certificates list hundreds of names.
+        let names = text(capacity: 1 << 16) { ctls_x509_alt_names_text(certificate, $0, $1) }
         subjectAlternativeNames = names.isEmpty ? [] : names.split(separator: ", ").map(String.init)
         serialNumber = text { ctls_x509_serial_text(certificate, $0, $1) }
         let length = i2d_X509(certificate, nil)

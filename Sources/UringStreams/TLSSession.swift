@@ -325,6 +325,8 @@ final class TLSSession: @unchecked Sendable {
                 return
             }
             offset += Int(result)
+            // Per slice, so the output BIO never holds more than one slice's records.
+            flushOutput()
         }
     }
 
@@ -334,7 +336,13 @@ final class TLSSession: @unchecked Sendable {
         let pending = ctls_bio_pending(output)
         guard pending > 0 else { return }
         let bytes = Bytes(capacity: pending) { buffer in
-            Int(max(BIO_read(output, buffer.baseAddress, Int32(buffer.count)), 0))
+            var filled = 0
+            while filled < buffer.count {
+                let read = BIO_read(output, buffer.baseAddress! + filled, Int32(min(buffer.count - filled, 1 << 30)))
+                guard read > 0 else { break }
+                filled += Int(read)
+            }
+            return filled
         }
         transport.write(bytes)
     }

@@ -10,6 +10,10 @@ import UringRing
 /// Public only because public types (``StreamTransport``) derive from it; it cannot be subclassed
 /// or called outside the package.
 public class CompletionTarget {
+    /// Whether the loop's shutdown waits for this target's last completion (see
+    /// ``EventLoop/stopAwaitingAtShutdown(_:)``).
+    package final var awaitedAtShutdown = true
+
     package init() {}
 
     /// Handles one completion on the loop thread. `tag` is the value given at submission.

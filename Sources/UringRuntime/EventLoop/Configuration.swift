@@ -12,15 +12,18 @@ extension EventLoop {
         /// Receive buffers in the loop's provided-buffer ring, a power of two
         /// (`URINGSTREAMS_RECEIVE_BUFFER_COUNT`).
         public var receiveBufferCount = 64
-        /// Size of each receive buffer (`URINGSTREAMS_RECEIVE_BUFFER_SIZE`).
-        public var receiveBufferSize = 64 * 1024
+        /// Size of each receive buffer (`URINGSTREAMS_RECEIVE_BUFFER_SIZE`). The 16 MiB this makes
+        /// per loop is address space: pages become resident as the kernel first writes them.
+        public var receiveBufferSize = 256 * 1024
         /// Let the kernel fill each receive buffer piece by piece, so one large buffer serves many
         /// small receives (`IOU_PBUF_RING_INC`, Linux 6.12; `URINGSTREAMS_INCREMENTAL_BUFFERS=0`
         /// turns it off). Older kernels fall back to one buffer per receive.
         public var incrementalReceiveBuffers = true
         /// Let one receive completion cover several buffers (`IORING_RECVSEND_BUNDLE`, Linux 6.10;
-        /// `URINGSTREAMS_RECEIVE_BUNDLES=0` turns it off).
-        public var receiveBundles = true
+        /// `URINGSTREAMS_RECEIVE_BUNDLES=1` turns it on). Off by default: with large incremental
+        /// buffers a receive rarely spans two, and streaming measured slower with bundles (one
+        /// completion's data then arrives as several chunks, each read and written on its own).
+        public var receiveBundles = false
         /// Sends of at least this many bytes to a peer that is not on this host use
         /// `IORING_OP_SENDMSG_ZC`; nil turns zero-copy sends off
         /// (`URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD`, 0 for off).
@@ -45,6 +48,19 @@ extension EventLoop {
                 zeroCopySendThreshold = threshold > 0 ? threshold : nil
             }
             if let flag = Self.environment("URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
+        }
+
+        /// These settings with out-of-range values brought into range, so a bad value never
+        /// traps on a loop thread: the buffer count becomes a power of two in 1...32768, the size
+        /// lies in 512 bytes...16 MiB, and a threshold of 0 or less turns zero-copy sends off.
+        var validated: Configuration {
+            var result = self
+            let count = min(max(receiveBufferCount, 1), 32768)
+            result.receiveBufferCount = 1 << (Int.bitWidth - 1 - count.leadingZeroBitCount)
+            result.receiveBufferSize = min(max(receiveBufferSize, 512), 1 << 24)
+            if let threshold = zeroCopySendThreshold, threshold <= 0 { result.zeroCopySendThreshold = nil }
+            result.ringEntries = min(max(ringEntries, 1), 32768)
+            return result
         }
 
         private static func environment(_ name: String) -> Int? {

@@ -67,6 +67,7 @@ public final class EventLoop: @unchecked Sendable {
     /// `ringRequired` false, a ring that cannot be made leaves the loop running jobs without one.
     init(id: Int, configuration: Configuration, makeRing: RingFactory, ringRequired: Bool = true) throws(StreamError) {
         self.id = id
+        let configuration = configuration.validated
         self.configuration = configuration
         completions = .allocate(capacity: 128)
         wakeFD = SystemSupport.makeEventFD()
@@ -203,6 +204,15 @@ public final class EventLoop: @unchecked Sendable {
         let userData = address | tag
         ring.prepare(submission, userData: userData)
         return userData
+    }
+
+    /// Lets shutdown finish without `target`'s last completion, which may never come (a zero-copy
+    /// send's notification to a peer that stopped reading). The loop still holds the target, and
+    /// so its memory, for as long as the ring exists.
+    func stopAwaitingAtShutdown(_ target: CompletionTarget) {
+        guard target.awaitedAtShutdown else { return }
+        target.awaitedAtShutdown = false
+        operationsInFlight -= 1
     }
 
     /// Queues `submission` whose completion nobody needs (a cancel request, a final close).
@@ -369,6 +379,11 @@ public final class EventLoop: @unchecked Sendable {
         messageScratch.returnUnused(iovecs)
     }
 
+    /// Undoes the last ``takeMessageScratch(orWait:)``: nothing was sent with it.
+    func giveBackMessageScratch() {
+        messageScratch.giveBackLast()
+    }
+
     private func releaseMessageScratch() {
         guard ring.pendingSubmissions == 0 else { return }
         messageScratch.reset()
@@ -407,8 +422,9 @@ public final class EventLoop: @unchecked Sendable {
             if completion.hasMore {
                 target.takeUnretainedValue().complete(completion, tag: tag)
             } else {
-                operationsInFlight -= 1
-                target.takeRetainedValue().complete(completion, tag: tag)
+                let object = target.takeRetainedValue()
+                if object.awaitedAtShutdown { operationsInFlight -= 1 }
+                object.complete(completion, tag: tag)
             }
         }
     }

@@ -50,7 +50,6 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     private enum Tag {
         static let receive: UInt64 = 1
         static let send: UInt64 = 2
-        static let zeroCopySend: UInt64 = 3
     }
 
     /// The loop this connection lives on for its whole life.
@@ -80,8 +79,6 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     /// Zero-copy sends are worth trying on this connection (a remote peer, the loop allows them,
     /// and the kernel has not reported copying or refused them here).
     private var zeroCopyEligible: Bool
-    /// Zero-copy sends whose notification has not arrived: the memory they sent from must live.
-    private var zeroCopyNotificationsPending = 0
 
     /// Takes ownership of a connected socket; on `loop`'s thread. Call ``start(delegate:)`` next.
     package init(loop: EventLoop, fileDescriptor: Int32) {
@@ -157,7 +154,9 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     /// the queue to empty; on the loop thread.
     private func flush() {
         guard !descriptorClosed else { return }
-        enum Next { case nothing, send(count: Int, bytes: Int), shutdown, close }
+        enum Next {
+            case nothing, send(count: Int, bytes: Int), zeroCopySend(count: Int, chunks: [Bytes]), shutdown, close
+        }
         let hasSomethingToSend = state.withLock { state in
             !state.sendInFlight && !state.queue.isEmpty && !state.aborting
         }
@@ -182,32 +181,30 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             }
             let (count, bytes) = state.queue.fill(scratch.iovecs, capacity: MessageScratch.iovecsPerSend)
             state.sendInFlight = true
+            if zeroCopyEligible, let threshold = loop.zeroCopySendThreshold, bytes >= threshold {
+                return .zeroCopySend(count: count, chunks: state.queue.inFlightChunks)
+            }
             return .send(count: count, bytes: bytes)
         }
-        if case .send = next {
-        } else if scratch != nil {
-            loop.returnUnusedMessageScratch(iovecs: MessageScratch.iovecsPerSend)
+        switch next {
+        case .send, .zeroCopySend: break
+        default: if scratch != nil { loop.giveBackMessageScratch() }
         }
         switch next {
         case .nothing:
             if state.withLock({ $0.flushScheduled }) { loop.runAtEndOfTurn(self) }
             return
-        case .send(let count, let bytes):
-            let scratch = scratch!
-            loop.returnUnusedMessageScratch(iovecs: MessageScratch.iovecsPerSend - count)
-            scratch.message.pointee.msg_iovlen = count
-            let message = UnsafeMutableRawPointer(scratch.message)
-            if zeroCopyEligible, let threshold = loop.zeroCopySendThreshold, bytes >= threshold {
-                zeroCopyNotificationsPending += 1
-                loop.counters.zeroCopySends += 1
-                sendUserData = loop.submit(
-                    .sendMessageZeroCopy(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)),
-                    target: self, tag: Tag.zeroCopySend)
-            } else {
-                sendUserData = loop.submit(
-                    .sendMessage(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)),
-                    target: self, tag: Tag.send)
-            }
+        case .send(let count, _):
+            let message = prepareMessage(scratch!, count: count)
+            sendUserData = loop.submit(
+                .sendMessage(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)), target: self,
+                tag: Tag.send)
+        case .zeroCopySend(let count, let chunks):
+            let message = prepareMessage(scratch!, count: count)
+            loop.counters.zeroCopySends += 1
+            sendUserData = loop.submit(
+                .sendMessageZeroCopy(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)),
+                target: ZeroCopySend(transport: self, holding: chunks), tag: 0)
         case .shutdown:
             if !shutdownSent {
                 shutdownSent = true
@@ -218,14 +215,22 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         }
     }
 
-    /// A zero-copy send's completions: first the result (with `more` when a notification follows),
-    /// then the notification that the kernel no longer reads the sent memory.
-    private func zeroCopySendCompleted(_ completion: Completion) {
-        if completion.flags & CompletionFlags.notification != 0 {
-            zeroCopyNotificationPosted(copied: completion.zeroCopyWasCopied)
-            return
-        }
-        if !completion.hasMore { zeroCopyNotificationsPending -= 1 }
+    private func prepareMessage(
+        _ scratch: (message: UnsafeMutablePointer<msghdr>, iovecs: UnsafeMutablePointer<iovec>), count: Int
+    ) -> UnsafeMutableRawPointer {
+        loop.returnUnusedMessageScratch(iovecs: MessageScratch.iovecsPerSend - count)
+        scratch.message.pointee.msg_iovlen = count
+        return UnsafeMutableRawPointer(scratch.message)
+    }
+
+    /// The kernel reported copying a zero-copy send: stop paying for notifications on this
+    /// connection, unless told to measure them.
+    func zeroCopyWasCopied() {
+        if !loop.configuration.zeroCopyLocalSends { zeroCopyEligible = false }
+    }
+
+    /// A zero-copy send's result (its ``ZeroCopySend`` keeps the memory until the notification).
+    func zeroCopySendCompleted(_ completion: Completion) {
         let result = completion.result
         if result == -EOPNOTSUPP || result == -EINVAL {
             // Unix sockets do not support zero-copy sends (EOPNOTSUPP), a 6.1 kernel not the usage
@@ -234,29 +239,11 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             zeroCopyEligible = false
             if result == -EINVAL { loop.zeroCopySendThreshold = nil }
             state.withLock { $0.sendInFlight = false }
-            if !completion.hasMore { releaseZeroCopyHeld() }
             flush()
             tryFinishClose()
             return
         }
         sendCompleted(result)
-    }
-
-    private func zeroCopyNotificationPosted(copied: Bool) {
-        zeroCopyNotificationsPending -= 1
-        if copied {
-            // The route copies anyway (loopback, or a device without scatter-gather): stop paying
-            // for notifications on this connection unless told to measure them.
-            loop.counters.zeroCopyFallbacks += 1
-            if !loop.configuration.zeroCopyLocalSends { zeroCopyEligible = false }
-        }
-        releaseZeroCopyHeld()
-        tryFinishClose()
-    }
-
-    private func releaseZeroCopyHeld() {
-        guard zeroCopyNotificationsPending == 0 else { return }
-        state.withLock { $0.queue.releaseHeld() }
     }
 
     private func sendCompleted(_ result: Int32) {
@@ -269,7 +256,9 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         loop.counters.bytesSent += Int(result)
         let drained = state.withLock { state -> [UnsafeContinuation<Void, any Error>] in
             state.sendInFlight = false
-            state.queue.consume(Int(result), holdingSent: zeroCopyNotificationsPending > 0)
+            state.queue.consume(Int(result))
+            // An aborted connection kept the chunks this send read; nothing else goes out now.
+            if state.aborting { state.queue.removeAll() }
             state.buffered -= Int(result)
             guard state.buffered <= state.low else { return [] }
             return state.drainWaiters.takeAll()
@@ -525,7 +514,6 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         switch tag {
         case Tag.receive: receiveCompleted(completion)
         case Tag.send: sendCompleted(completion.result)
-        case Tag.zeroCopySend: zeroCopySendCompleted(completion)
         default: preconditionFailure("unknown transport tag \(tag)")
         }
     }
@@ -551,7 +539,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         state.withLock { state in
             state.closing = true
             state.aborting = true
-            state.queue.removeAll()
+            // The send in flight still reads its chunks; the rest is dropped.
+            state.queue.removeUnsent(keepingInFlight: state.sendInFlight)
             state.buffered = 0
         }
         onLoop { $0.beginClose() }
@@ -573,7 +562,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             if state.lostError == nil { state.lostError = error }
             state.closing = true
             state.aborting = true
-            state.queue.removeAll()
+            // The send in flight still reads its chunks; the rest is dropped.
+            state.queue.removeUnsent(keepingInFlight: state.sendInFlight)
             state.buffered = 0
         }
         beginClose()
@@ -593,7 +583,7 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
 
     /// Closes the descriptor once no operation uses it, then reports the loss.
     private func tryFinishClose() {
-        guard closeStarted, !descriptorClosed, !receiveArmed, zeroCopyNotificationsPending == 0 else { return }
+        guard closeStarted, !descriptorClosed, !receiveArmed else { return }
         let (sending, error) = state.withLock { ($0.sendInFlight, $0.lostError) }
         guard !sending else { return }
         descriptorClosed = true

@@ -7,8 +7,8 @@ struct WriteQueue {
     private var head = 0
     /// Bytes of the front chunk already sent.
     private var headOffset = 0
-    /// Sent chunks a zero-copy send may still read from, until its notification.
-    private var held: [Bytes] = []
+    /// Chunks the last ``fill(_:capacity:)`` pointed iovecs at: the send in flight reads them.
+    private var inFlight = 0
 
     var isEmpty: Bool { head == chunks.count }
 
@@ -17,7 +17,7 @@ struct WriteQueue {
     }
 
     /// Fills up to `capacity` iovecs from the front; returns how many it filled and their bytes.
-    func fill(_ iovecs: UnsafeMutablePointer<iovec>, capacity: Int) -> (count: Int, bytes: Int) {
+    mutating func fill(_ iovecs: UnsafeMutablePointer<iovec>, capacity: Int) -> (count: Int, bytes: Int) {
         var count = 0
         var bytes = 0
         var index = head
@@ -30,19 +30,28 @@ struct WriteQueue {
             count += 1
             index += 1
         }
+        inFlight = count
         return (count, bytes)
     }
 
-    /// Drops `sent` bytes from the front; with `holdingSent`, keeps the chunks alive until
-    /// ``releaseHeld()`` (a zero-copy send may still read them).
-    mutating func consume(_ sent: Int, holdingSent: Bool = false) {
+    /// The chunks the send in flight reads from (for a zero-copy send to hold).
+    var inFlightChunks: [Bytes] { Array(chunks[head..<(head + inFlight)]) }
+
+    /// Drops what is not being sent; with `keepingInFlight`, the chunks the send in flight reads
+    /// from stay until its completion (the kernel may still be copying from them).
+    mutating func removeUnsent(keepingInFlight: Bool) {
+        guard keepingInFlight, inFlight > 0 else { return removeAll() }
+        chunks.removeSubrange((head + inFlight)...)
+    }
+
+    /// Drops `sent` bytes from the front.
+    mutating func consume(_ sent: Int) {
         var remaining = sent
         while remaining > 0, head < chunks.count {
             let left = chunks[head].count - headOffset
             if remaining >= left {
                 remaining -= left
-                if holdingSent { held.append(chunks[head]) }
-                chunks[head] = Bytes()  // releases a receive buffer as soon as it is sent
+                chunks[head] = Bytes()  // releases a receive buffer once sent (zero-copy sends hold their own)
                 head += 1
                 headOffset = 0
             } else {
@@ -53,14 +62,10 @@ struct WriteQueue {
         if head == chunks.count { removeAll() }
     }
 
-    /// Lets go of chunks kept for zero-copy sends, once their notifications arrived.
-    mutating func releaseHeld() {
-        held.removeAll(keepingCapacity: true)
-    }
-
     mutating func removeAll() {
         chunks.removeAll(keepingCapacity: true)
         head = 0
         headOffset = 0
+        inFlight = 0
     }
 }
