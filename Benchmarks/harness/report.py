@@ -187,7 +187,9 @@ def machine_line(results):
     commit = m["git_commit"][:12] + ("-dirty" if m["git_commit"].endswith("-dirty") else "")
     tls = ""
     if any(r.get("tls") for r in results["runs"]):
-        tls = (f", {m.get('openssl') or 'OpenSSL ?'} (Python: {m.get('python_ssl') or '?'}), "
+        def short(version):  # "OpenSSL 3.0.19 27 Jan 2026 (Library: …)" -> "OpenSSL 3.0.19"
+            return " ".join(version.split()[:2]) if version else "?"
+        tls = (f", {short(m.get('openssl'))} (Python's ssl: {short(m.get('python_ssl'))}), "
                f"swift-nio-ssl {m.get('swift_nio_ssl') or '?'}")
     return (f"Run {m['date_utc']} at commit `{commit}` on {m['cpu_model']}, {m['cpus']} CPUs, "
             f"{m.get('memory_gib')} GiB, Linux {m['kernel']}, {m.get('swift') or 'Swift ?'}, "
