@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
         // The incumbent Swift choice, as a peer in the comparison (never a library dependency).
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // TLS for that peer in the TLS scenarios (BoringSSL inside; never a library dependency).
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         benchmarkTarget("ReaderFraming"),
@@ -48,6 +50,7 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Peers/nio-echo-server",
             swiftSettings: [.swiftLanguageMode(.v6)]

@@ -20,8 +20,15 @@
  * not a traffic generator). Prints one JSON line on stdout; any protocol
  * error (mismatch, EOF, stall) is fatal with exit status 1.
  *
+ * --tls speaks TLS 1.3 (OpenSSL) on every connection: the handshake is done,
+ * blocking, right after connect, before the clock starts, so the modes
+ * measure the encrypted data path, not handshakes. The peer's certificate is
+ * not verified (benchmark servers use a throwaway self-signed one). The
+ * client offers a single cipher suite, so every server encrypts with the
+ * same algorithm and the comparison stays about the servers.
+ *
  *   pingpong-client --host 127.0.0.1 --port N [--connections C] [--size S]
- *                   [--duration SEC] [--warmup SEC] [--server-pid PID]
+ *                   [--duration SEC] [--warmup SEC] [--server-pid PID] [--tls]
  *   pingpong-client --print-free-port     (helper for run-pingpong.sh)
  */
 #ifndef _GNU_SOURCE
@@ -30,9 +37,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -168,6 +178,8 @@ struct options {
     size_t size;
     double duration, warmup, stall_timeout;
     long server_pid;
+    bool tls;
+    const char *tls_ciphersuites;
 };
 
 static void usage(FILE *out)
@@ -181,6 +193,9 @@ static void usage(FILE *out)
           "  --server-pid PID   also report that process's CPU time in the window\n"
           "                     (idle mode: required, its VmRSS is reported)\n"
           "  --stall-timeout S  fail if an echo takes longer (default 5)\n"
+          "  --tls              TLS 1.3 on every connection (certificate not verified)\n"
+          "  --tls-ciphersuites L  TLS 1.3 suites offered, OpenSSL syntax\n"
+          "                     (default TLS_AES_128_GCM_SHA256, the one every stack has)\n"
           "  --print-free-port  print a currently free loopback port and exit\n",
           out);
 }
@@ -216,7 +231,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){ .host = "127.0.0.1", .connections = 1, .size = 64,
                            .duration = 3.0, .warmup = 1.0, .stall_timeout = 5.0,
-                           .server_pid = -1 };
+                           .server_pid = -1, .tls_ciphersuites = "TLS_AES_128_GCM_SHA256" };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -225,6 +240,10 @@ static void parse_args(int argc, char **argv, struct options *o)
         }
         if (strcmp(a, "--print-free-port") == 0)
             exit(print_free_port());
+        if (strcmp(a, "--tls") == 0) {
+            o->tls = true;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "missing value for %s\n", a);
             usage(stderr);
@@ -258,6 +277,8 @@ static void parse_args(int argc, char **argv, struct options *o)
             o->stall_timeout = parse_double("stall-timeout", v, 0.01, 3600);
         else if (strcmp(a, "--server-pid") == 0)
             o->server_pid = (long)parse_double("server-pid", v, 1, 1e9);
+        else if (strcmp(a, "--tls-ciphersuites") == 0)
+            o->tls_ciphersuites = v;
         else {
             fprintf(stderr, "unknown option %s\n", a);
             usage(stderr);
@@ -306,6 +327,7 @@ static void check_window(double secs, double wanted)
 
 struct conn {
     int fd;
+    SSL *ssl;             /* NULL without --tls */
     uint32_t id;
     uint64_t seq;         /* requests issued on this connection */
     const uint8_t *tx;    /* current message (a window into the pattern) */
@@ -313,7 +335,9 @@ struct conn {
     size_t sent, rcvd;
     uint64_t t_start;
     bool busy;            /* a request is in flight */
-    bool want_out;        /* EPOLLOUT armed because a send was short */
+    bool want_out;        /* EPOLLOUT armed */
+    bool send_wants_out;  /* the send in flight waits for writability */
+    bool recv_wants_out;  /* TLS: a read waits for writability */
 };
 
 enum phase { WARMUP, MEASURE, DRAIN };
@@ -344,7 +368,140 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
-static int connect_one(const struct addrinfo *ai)
+/* ---- TLS ------------------------------------------------------------------ */
+
+/* NULL without --tls: connections are then plain TCP. */
+static SSL_CTX *tls_ctx;
+
+/* The reason of the oldest OpenSSL error queued, or of errno when there is
+ * none (a system call failed, or the peer closed without a TLS alert). */
+static const char *tls_reason(char *buf, size_t size)
+{
+    unsigned long e = ERR_get_error();
+    if (e != 0)
+        ERR_error_string_n(e, buf, size);
+    else
+        snprintf(buf, size, "%s", errno != 0 ? strerror(errno) : "connection closed");
+    return buf;
+}
+
+static void tls_setup(const struct options *o)
+{
+    char reason[256];
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (tls_ctx == NULL)
+        fatal("SSL_CTX_new: %s", tls_reason(reason, sizeof reason));
+    /* TLS 1.3 only, with the suites of --tls-ciphersuites: every server
+     * then runs the same record protocol and cipher. */
+    if (SSL_CTX_set_min_proto_version(tls_ctx, TLS1_3_VERSION) != 1)
+        fatal("TLS 1.3: %s", tls_reason(reason, sizeof reason));
+    if (SSL_CTX_set_ciphersuites(tls_ctx, o->tls_ciphersuites) != 1)
+        fatal("--tls-ciphersuites '%s': %s", o->tls_ciphersuites, tls_reason(reason, sizeof reason));
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+    /* Partial writes: SSL_write reports each record written, as send()
+     * reports bytes, so a short write is counted exactly. A moving buffer:
+     * a write retried after WANT_WRITE may pass the same bytes from another
+     * address (the stream pattern repeats its start at its end). */
+    SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+/* What became of an SSL_read or SSL_write that returned n: bytes moved
+ * (> 0), 0 when it must wait for the socket (*wants_out: for writability;
+ * TLS may have to write to read, or read to write), -1 for the peer's
+ * close_notify. Anything else is fatal. */
+static ssize_t tls_outcome(SSL *ssl, int n, bool *wants_out, uint32_t id, const char *call)
+{
+    if (n > 0)
+        return n;
+    char reason[256];
+    switch (SSL_get_error(ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        *wants_out = true;
+        return 0;
+    case SSL_ERROR_ZERO_RETURN:
+        return -1;
+    default:
+        fatal("conn %u: %s: %s", id, call, tls_reason(reason, sizeof reason));
+    }
+}
+
+static int clamp_int(size_t len)
+{
+    return len > INT_MAX ? INT_MAX : (int)len;
+}
+
+/* One receive on a non-blocking connection, plain or TLS: bytes (> 0), 0
+ * when it would block (*wants_out as in tls_outcome), -1 at end of stream. */
+static ssize_t conn_recv(int fd, SSL *ssl, void *buf, size_t len, bool *wants_out, uint32_t id)
+{
+    *wants_out = false;
+    if (ssl != NULL) {
+        /* SSL_get_error needs an empty error queue to tell what happened. */
+        ERR_clear_error();
+        errno = 0;
+        return tls_outcome(ssl, SSL_read(ssl, buf, clamp_int(len)), wants_out, id, "SSL_read");
+    }
+    for (;;) {
+        ssize_t n = recv(fd, buf, len, 0);
+        if (n > 0)
+            return n;
+        if (n == 0)
+            return -1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        if (errno != EINTR)
+            fatal("conn %u: recv: %s", id, strerror(errno));
+    }
+}
+
+/* One send, plain or TLS: bytes (> 0), or 0 when it would block. */
+static ssize_t conn_send(int fd, SSL *ssl, const void *buf, size_t len, bool *wants_out, uint32_t id)
+{
+    *wants_out = false;
+    if (ssl != NULL) {
+        ERR_clear_error();
+        errno = 0;
+        ssize_t n = tls_outcome(ssl, SSL_write(ssl, buf, clamp_int(len)), wants_out, id, "SSL_write");
+        if (n < 0)
+            fatal("conn %u: server closed the connection", id);
+        return n;
+    }
+    for (;;) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n > 0)
+            return n;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            *wants_out = true;
+            return 0;
+        }
+        if (n == 0 || errno != EINTR)
+            fatal("conn %u: send: %s", id, n == 0 ? "returned 0" : strerror(errno));
+    }
+}
+
+/* Ends a connection; a TLS one says close_notify first (one attempt, not
+ * waited for), so servers see an orderly end rather than a truncation. */
+static void conn_close(int fd, SSL *ssl)
+{
+    if (ssl != NULL) {
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+    }
+    close(fd);
+}
+
+/* ,"tls_version":…,"tls_cipher":… of a connection, for the JSON line. */
+static void print_tls(SSL *ssl)
+{
+    if (ssl != NULL)
+        printf(",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+}
+
+/* Connects (blocking, bounded) and returns a non-blocking socket. With
+ * --tls, *ssl gets the connection's TLS session, handshake done. */
+static int connect_one(const struct addrinfo *ai, SSL **ssl)
 {
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -357,6 +514,20 @@ static int connect_one(const struct addrinfo *ai)
     int one = 1;
     /* Without NODELAY a small message could sit behind Nagle. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *ssl = NULL;
+    if (tls_ctx != NULL) {
+        /* Blocking too, and bounded the same way: a server that never
+         * answers the ClientHello fails the run instead of hanging it. */
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char reason[256];
+        *ssl = SSL_new(tls_ctx);
+        if (*ssl == NULL || SSL_set_fd(*ssl, fd) != 1)
+            fatal("SSL_new: %s", tls_reason(reason, sizeof reason));
+        ERR_clear_error();
+        errno = 0;
+        if (SSL_connect(*ssl) != 1)
+            fatal("TLS handshake: %s", tls_reason(reason, sizeof reason));
+    }
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
         fatal("fcntl: %s", strerror(errno));
     return fd;
@@ -372,22 +543,24 @@ static void set_events(struct client *cl, struct conn *c, bool want_out)
     c->want_out = want_out;
 }
 
+/* EPOLLOUT only while a send or read waits for it: a writable socket with
+ * EPOLLOUT armed would wake us up for nothing on every epoll_wait. */
+static void update_events(struct client *cl, struct conn *c)
+{
+    set_events(cl, c, c->send_wants_out || c->recv_wants_out);
+}
+
 static void flush_send(struct client *cl, struct conn *c)
 {
+    bool wants_out = false;
     while (c->sent < cl->o.size) {
-        ssize_t n = send(c->fd, c->tx + c->sent, cl->o.size - c->sent, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->sent += (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            set_events(cl, c, true);
-            return;
-        } else {
-            fatal("conn %u: send: %s", c->id, n == 0 ? "returned 0" : strerror(errno));
-        }
+        ssize_t n = conn_send(c->fd, c->ssl, c->tx + c->sent, cl->o.size - c->sent, &wants_out, c->id);
+        if (n == 0)
+            break;
+        c->sent += (size_t)n;
     }
-    set_events(cl, c, false);
+    c->send_wants_out = wants_out;
+    update_events(cl, c);
 }
 
 static void start_request(struct client *cl, struct conn *c)
@@ -416,29 +589,29 @@ static void report_mismatch(const struct client *cl, const struct conn *c)
 static void on_readable(struct client *cl, struct conn *c)
 {
     for (;;) {
+        bool wants_out = false;
         if (!c->busy) {
             /* Bytes with nothing in flight: the server sent too much. */
             uint8_t extra;
-            ssize_t n = recv(c->fd, &extra, 1, 0);
+            ssize_t n = conn_recv(c->fd, c->ssl, &extra, 1, &wants_out, c->id);
             if (n > 0)
                 fatal("conn %u: unexpected extra byte from server", c->id);
-            if (n == 0)
+            if (n < 0)
                 fatal("conn %u: server closed the connection", c->id);
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                return;
-            fatal("conn %u: recv: %s", c->id, strerror(errno));
+            c->recv_wants_out = wants_out;
+            update_events(cl, c);
+            return;
         }
         /* Never read past this message: extra bytes surface above. */
-        ssize_t n = recv(c->fd, c->rx + c->rcvd, cl->o.size - c->rcvd, 0);
-        if (n == 0)
+        ssize_t n = conn_recv(c->fd, c->ssl, c->rx + c->rcvd, cl->o.size - c->rcvd, &wants_out, c->id);
+        if (n < 0)
             fatal("conn %u: server closed the connection mid-request", c->id);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            if (errno == EINTR)
-                continue;
-            fatal("conn %u: recv: %s", c->id, strerror(errno));
+        if (n == 0) {
+            c->recv_wants_out = wants_out;
+            update_events(cl, c);
+            return;
         }
+        c->recv_wants_out = false;
         c->rcvd += (size_t)n;
         if (c->rcvd > c->sent)
             fatal("conn %u: echo arrived before it was sent", c->id);
@@ -455,7 +628,10 @@ static void on_readable(struct client *cl, struct conn *c)
             hist_record(&cl->hist, t - c->t_start);
         if (cl->phase != DRAIN)
             start_request(cl, c);
-        return; /* level-triggered epoll brings us back for the next echo */
+        /* Level-triggered epoll brings us back for bytes still in the
+         * socket, but knows nothing of what OpenSSL holds already read. */
+        if (c->ssl == NULL || !SSL_has_pending(c->ssl))
+            return;
     }
 }
 
@@ -473,9 +649,11 @@ static void on_readable(struct client *cl, struct conn *c)
 
 struct stream_conn {
     int fd;
+    SSL *ssl;            /* NULL without --tls */
     uint64_t sent, rcvd; /* stream offsets */
     size_t shift;
     bool want_out;
+    bool recv_wants_out; /* TLS: a read waits for writability */
 };
 
 /* Bytes a connection may have sent but not yet seen echoed: enough to keep
@@ -525,7 +703,7 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
         fatal("epoll_create1: %s", strerror(errno));
     for (uint32_t i = 0; i < o->connections; i++) {
         struct stream_conn *c = &conns[i];
-        c->fd = connect_one(ai);
+        c->fd = connect_one(ai, &c->ssl);
         c->shift = (i * 7919u) % PERIOD;
         c->want_out = true;
         struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u32 = i };
@@ -581,43 +759,57 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
         for (int e = 0; e < n; e++) {
             uint32_t id = events[e].data.u32;
             struct stream_conn *c = &conns[id];
-            if (events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                ssize_t r = recv(c->fd, rx, rx_size, 0);
-                if (r == 0)
+            /* Plain: one large recv per event. TLS: SSL_read returns one
+             * record (16 KiB at most), and epoll cannot see plaintext that
+             * OpenSSL holds, so read until OpenSSL needs the socket again
+             * (the window bounds how long that takes). */
+            bool readable = (events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || c->recv_wants_out;
+            while (readable) {
+                bool wants_out = false;
+                ssize_t r = conn_recv(c->fd, c->ssl, rx, rx_size, &wants_out, id);
+                if (r < 0)
                     fatal("conn %u: server closed the connection", id);
-                if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                    fatal("conn %u: recv: %s", id, strerror(errno));
-                if (r > 0) {
-                    if (c->rcvd + (uint64_t)r > c->sent)
-                        fatal("conn %u: echo arrived before it was sent", id);
-                    size_t at = (size_t)((c->rcvd + c->shift) % PERIOD);
-                    if (memcmp(rx, pattern + at, (size_t)r) != 0) {
-                        size_t k = 0;
-                        while (rx[k] == pattern[at + k])
-                            k++;
-                        fatal("conn %u: echo mismatch at stream byte %llu", id,
-                              (unsigned long long)(c->rcvd + k));
-                    }
-                    c->rcvd += (uint64_t)r;
-                    t_last_progress = now_ns();
-                    if (phase == MEASURE)
-                        measured += (uint64_t)r;
+                c->recv_wants_out = wants_out;
+                if (r == 0)
+                    break;
+                if (c->rcvd + (uint64_t)r > c->sent)
+                    fatal("conn %u: echo arrived before it was sent", id);
+                size_t at = (size_t)((c->rcvd + c->shift) % PERIOD);
+                if (memcmp(rx, pattern + at, (size_t)r) != 0) {
+                    size_t k = 0;
+                    while (rx[k] == pattern[at + k])
+                        k++;
+                    fatal("conn %u: echo mismatch at stream byte %llu", id,
+                          (unsigned long long)(c->rcvd + k));
                 }
+                c->rcvd += (uint64_t)r;
+                t_last_progress = now_ns();
+                if (phase == MEASURE)
+                    measured += (uint64_t)r;
+                readable = c->ssl != NULL;
             }
             if (phase != DRAIN && c->sent - c->rcvd < window) {
-                /* Chunks start at multiples of the chunk size, each one send. */
+                /* Chunks start at multiples of the chunk size, each one send
+                 * (TLS: SSL_write calls, one per record, up to the chunk's
+                 * end). A TLS write retried after WANT_WRITE is at least as
+                 * long as before: the window only grows while it waits. */
                 size_t len = chunk - (size_t)(c->sent % chunk);
                 if (c->sent - c->rcvd + len > window)
                     len = (size_t)(window - (c->sent - c->rcvd));
                 size_t at = (size_t)((c->sent + c->shift) % PERIOD);
-                ssize_t w = send(c->fd, pattern + at, len, MSG_NOSIGNAL);
-                if (w > 0)
+                while (len > 0) {
+                    bool wants_out = false;
+                    ssize_t w = conn_send(c->fd, c->ssl, pattern + at, len, &wants_out, id);
+                    if (w == 0)
+                        break;
                     c->sent += (uint64_t)w;
-                else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                    fatal("conn %u: send: %s", id, strerror(errno));
+                    at += (size_t)w;
+                    len -= (size_t)w;
+                    if (c->ssl == NULL)
+                        break;
+                }
             }
-            if (phase != DRAIN)
-                stream_set_out(ep, c, id, c->sent - c->rcvd < window);
+            stream_set_out(ep, c, id, (phase != DRAIN && c->sent - c->rcvd < window) || c->recv_wants_out);
         }
     }
 
@@ -628,6 +820,7 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
            "\"gbps\":%.3f,\"client_cpu_s\":%.3f",
            o->connections, chunk, (unsigned long long)measured, secs, gbits / secs,
            (double)(client_cpu1 - client_cpu0) / 1e9);
+    print_tls(conns[0].ssl);
     if (o->server_pid > 0) {
         double cpu = (double)(ticks1 - ticks0) / (double)sysconf(_SC_CLK_TCK);
         printf(",\"server_cpu_s\":%.3f,\"gbps_per_server_cpu_s\":", cpu);
@@ -639,7 +832,7 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
     printf("}\n");
     fflush(stdout);
     for (uint32_t i = 0; i < o->connections; i++)
-        close(conns[i].fd);
+        conn_close(conns[i].fd, conns[i].ssl);
     close(ep);
     free(conns);
     free(rx);
@@ -686,7 +879,8 @@ static int run_idle(const struct options *o, const struct addrinfo *ai)
 {
     raise_fd_limit((rlim_t)o->connections + 64);
     int *fds = calloc(o->connections, sizeof *fds);
-    if (fds == NULL)
+    SSL **ssls = calloc(o->connections, sizeof *ssls);
+    if (fds == NULL || ssls == NULL)
         fatal("out of memory");
     long before = vm_rss_kib(o->server_pid), at_tenth = before;
     /* RSS after the first tenth too: growth past it leaves out one-time
@@ -695,16 +889,21 @@ static int run_idle(const struct options *o, const struct addrinfo *ai)
     for (unsigned i = 0; i < o->connections; i++) {
         if (i == tenth && tenth > 0)
             at_tenth = vm_rss_kib(o->server_pid);
-        fds[i] = connect_one(ai);
+        fds[i] = connect_one(ai, &ssls[i]);
         /* Blocking again, with a bounded wait for the one-byte echo. */
         fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) & ~O_NONBLOCK);
         struct timeval tv = { .tv_sec = (time_t)o->stall_timeout, .tv_usec = 0 };
         setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         uint8_t out = (uint8_t)('a' + i % 26), in = 0;
-        if (send(fds[i], &out, 1, MSG_NOSIGNAL) != 1)
-            fatal("conn %u: send: %s", i, strerror(errno));
-        if (recv(fds[i], &in, 1, 0) != 1)
-            fatal("conn %u: no echo: %s", i, strerror(errno));
+        char reason[256];
+        ERR_clear_error();
+        errno = 0;
+        if ((ssls[i] ? SSL_write(ssls[i], &out, 1) : send(fds[i], &out, 1, MSG_NOSIGNAL)) != 1)
+            fatal("conn %u: send: %s", i, tls_reason(reason, sizeof reason));
+        /* A blocking SSL_read goes past the server's post-handshake
+         * messages (session tickets) to the echoed byte. */
+        if ((ssls[i] ? SSL_read(ssls[i], &in, 1) : recv(fds[i], &in, 1, 0)) != 1)
+            fatal("conn %u: no echo: %s", i, tls_reason(reason, sizeof reason));
         if (in != out)
             fatal("conn %u: echo mismatch", i);
     }
@@ -715,13 +914,16 @@ static int run_idle(const struct options *o, const struct addrinfo *ai)
     nanosleep(&hold, NULL);
     long after = vm_rss_kib(o->server_pid);
     printf("{\"mode\":\"idle\",\"connections\":%u,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,"
-           "\"kib_per_conn\":%.3f,\"rss_at_tenth_kib\":%ld,\"marginal_kib_per_conn\":%.3f}\n",
+           "\"kib_per_conn\":%.3f,\"rss_at_tenth_kib\":%ld,\"marginal_kib_per_conn\":%.3f",
            o->connections, before, after, (double)(after - before) / o->connections, at_tenth,
            (double)(after - at_tenth) / (o->connections - tenth));
+    print_tls(ssls[0]);
+    printf("}\n");
     fflush(stdout);
     for (unsigned i = 0; i < o->connections; i++)
-        close(fds[i]);
+        conn_close(fds[i], ssls[i]);
     free(fds);
+    free(ssls);
     return 0;
 }
 
@@ -731,6 +933,8 @@ int main(int argc, char **argv)
     struct client *cl = &client;
     parse_args(argc, argv, &cl->o);
     signal(SIGPIPE, SIG_IGN);
+    if (cl->o.tls)
+        tls_setup(&cl->o);
 
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_NUMERICSERV };
@@ -767,7 +971,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < cl->o.connections; i++) {
         struct conn *c = &cl->conns[i];
         c->id = i;
-        c->fd = connect_one(res);
+        c->fd = connect_one(res, &c->ssl);
         c->rx = malloc(size);
         if (c->rx == NULL)
             fatal("out of memory");
@@ -827,9 +1031,13 @@ int main(int argc, char **argv)
         }
         for (int i = 0; i < n; i++) {
             struct conn *c = &cl->conns[events[i].data.u32];
-            if (events[i].events & EPOLLOUT)
+            uint32_t ev = events[i].events;
+            /* TLS may have to read to go on writing, or write to go on
+             * reading: a TLS connection retries a pending send on any event,
+             * and a read that waits for writability on EPOLLOUT. */
+            if ((ev & EPOLLOUT) || (c->ssl != NULL && c->busy && c->sent < size))
                 flush_send(cl, c);
-            if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+            if ((ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) || c->recv_wants_out)
                 on_readable(cl, c);
         }
         if (n == 0) {
@@ -858,6 +1066,7 @@ int main(int argc, char **argv)
            hist_quantile(h, 0.999) / 1e3, (double)h->max / 1e3, (double)h->min / 1e3,
            (double)(h->sum / (long double)h->n) / 1e3,
            (double)(client_cpu1 - client_cpu0) / 1e9);
+    print_tls(cl->conns[0].ssl);
     if (cl->o.server_pid > 0) {
         double cpu = (double)(cpu_ticks1 - cpu_ticks0) / (double)sysconf(_SC_CLK_TCK);
         printf(",\"server_cpu_s\":%.3f,\"rps_per_server_cpu_s\":", cpu);
@@ -870,11 +1079,12 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     for (unsigned i = 0; i < cl->o.connections; i++) {
-        close(cl->conns[i].fd);
+        conn_close(cl->conns[i].fd, cl->conns[i].ssl);
         free(cl->conns[i].rx);
     }
     free(cl->conns);
     free(cl->pattern);
     close(cl->ep);
+    SSL_CTX_free(tls_ctx);
     return 0;
 }

@@ -7,6 +7,8 @@ same run, so drift between runs on a shared machine cancels out.
 import statistics
 
 BASELINE = "c-liburing"
+# The C servers speak no TLS: TLS scenarios compare with the incumbent Swift server instead.
+TLS_BASELINE = "swiftnio"
 
 # What each mode reports: (key, column title, decimals).
 THROUGHPUT = {
@@ -25,6 +27,8 @@ SCENARIO_TITLES = {
     "pingpong-64x4k": "Ping-pong, 64 connections × 4 KiB",
     "stream-8x64k": "Stream, 8 connections × 64 KiB chunks",
     "idle-1000": "Idle, 1,000 connections",
+    "tls-pingpong-64x4k": "TLS ping-pong, 64 connections × 4 KiB",
+    "tls-stream-8x64k": "TLS stream, 8 connections × 64 KiB chunks",
 }
 
 
@@ -78,22 +82,51 @@ def servers_in(results):
     return seen
 
 
+def is_tls(results, scenario):
+    return any(r.get("tls") for r in results["runs"] if r["scenario"] == scenario)
+
+
+def baseline(results, scenario):
+    return TLS_BASELINE if is_tls(results, scenario) else BASELINE
+
+
+def tls_line(results, scenario):
+    """What the load generator negotiated with each server, e.g. `TLSv1.3 TLS_AES_128_GCM_SHA256`."""
+    seen = {}
+    for run in results["runs"]:
+        if run["scenario"] == scenario and "result" in run and run["result"].get("tls_cipher"):
+            seen.setdefault(f"{run['result'].get('tls_version')} {run['result']['tls_cipher']}", []).append(
+                run["server"])
+    if not seen:
+        return "No TLS run of this scenario succeeded."
+    if len(seen) == 1:
+        return f"Negotiated by every server: `{next(iter(seen))}`."
+    return "Negotiated: " + "; ".join(f"`{what}` by {', '.join(dict.fromkeys(servers))}"
+                                      for what, servers in seen.items()) + "."
+
+
 def throughput_table(results, scenario, mode):
     key, title, decimals = THROUGHPUT[mode]
     cpu_key, cpu_title, _ = PER_CPU[mode]
-    header = ["server", title, cpu_title, "server CPU-s"]
+    base_name = baseline(results, scenario)
+    # Over TLS the load generator does as much cryptography as the server; its CPU time shows when
+    # it, not the server, was the limit (close to the measured seconds, on its own CPU).
+    client_cpu = is_tls(results, scenario)
+    header = ["server", title, cpu_title, "server CPU-s"] + (["load generator CPU-s"] if client_cpu else [])
     if mode == "pingpong":
         header += [t for _, t in LATENCIES]
-    header += [f"vs {BASELINE}", f"per CPU vs {BASELINE}"]
+    header += [f"vs {base_name}", f"per CPU vs {base_name}"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    base = median(results, scenario, BASELINE, key)
-    base_cpu = median(results, scenario, BASELINE, cpu_key)
+    base = median(results, scenario, base_name, key)
+    base_cpu = median(results, scenario, base_name, cpu_key)
     for server in servers_in(results):
         values = samples(results, scenario, server, key)
         if not values and not any(r["scenario"] == scenario and r["server"] == server for r in results["runs"]):
             continue
         row = [server, cell(values, decimals), cell(samples(results, scenario, server, cpu_key), decimals),
                cell(samples(results, scenario, server, "server_cpu_s"), 2)]
+        if client_cpu:
+            row.append(cell(samples(results, scenario, server, "client_cpu_s"), 2))
         if mode == "pingpong":
             row += [cell(samples(results, scenario, server, k), 1) for k, _ in LATENCIES]
         row += [fmt_ratio(ratio(median(results, scenario, server, key), base)),
@@ -152,9 +185,15 @@ def machine_line(results):
              f"{busy} of {len(load)} runs started while the machine was busy "
              f"(up to {max(load):.1f} CPUs used by others): treat those numbers as noise")
     commit = m["git_commit"][:12] + ("-dirty" if m["git_commit"].endswith("-dirty") else "")
+    tls = ""
+    if any(r.get("tls") for r in results["runs"]):
+        def short(version):  # "OpenSSL 3.0.19 27 Jan 2026 (Library: …)" -> "OpenSSL 3.0.19"
+            return " ".join(version.split()[:2]) if version else "?"
+        tls = (f", {short(m.get('openssl'))} (Python's ssl: {short(m.get('python_ssl'))}), "
+               f"swift-nio-ssl {m.get('swift_nio_ssl') or '?'}")
     return (f"Run {m['date_utc']} at commit `{commit}` on {m['cpu_model']}, {m['cpus']} CPUs, "
             f"{m.get('memory_gib')} GiB, Linux {m['kernel']}, {m.get('swift') or 'Swift ?'}, "
-            f"liburing {m.get('liburing') or '?'}. {s['rounds']} interleaved round(s) × "
+            f"liburing {m.get('liburing') or '?'}{tls}. {s['rounds']} interleaved round(s) × "
             f"{s['duration']} s measured (after {s['warmup']} s warm-up) per server and scenario, "
             f"CPU layout `{s['pin']}` (server on CPU 1, load generator on CPU 0 when split); {quiet}. "
             f"Medians, (min–max) over rounds.")
@@ -167,17 +206,22 @@ def markdown(results, image_prefix="images/", heading_level=2):
         mode = next(r["mode"] for r in results["runs"] if r["scenario"] == scenario)
         lines += [f"{h} {SCENARIO_TITLES.get(scenario, scenario)}", ""]
         lines += idle_table(results, scenario) if mode == "idle" else throughput_table(results, scenario, mode)
+        if is_tls(results, scenario):
+            lines += ["", tls_line(results, scenario)]
         lines += ["", f"![{scenario}]({image_prefix}{scenario}.svg)"]
         if mode == "pingpong":
             lines += [f"![{scenario} latency]({image_prefix}{scenario}-latency.svg)"]
         lines.append("")
     checks = targets(results)
-    lines += [f"{h} Targets (issue 3, part 3)", "", "| target | UringStreams | wanted | |", "|---|---|---|---|"]
-    for text, value, wanted, passed in checks:
-        mark = "n/a" if passed is None else ("**PASS**" if passed else "**MISS**")
-        lines.append(f"| {text} | {value} | {wanted} | {mark} |")
-    lines += ["", "Zero allocations per echoed message is checked by the package-benchmark "
-              "`LoopbackEcho` thresholds (`mallocCountTotal`), not here."]
+    # A run of other scenarios only (the TLS ones, say) has nothing to say about the targets.
+    if any(passed is not None for *_, passed in checks):
+        lines += [f"{h} Targets (issue 3, part 3)", "", "| target | UringStreams | wanted | |",
+                  "|---|---|---|---|"]
+        for text, value, wanted, passed in checks:
+            mark = "n/a" if passed is None else ("**PASS**" if passed else "**MISS**")
+            lines.append(f"| {text} | {value} | {wanted} | {mark} |")
+        lines += ["", "Zero allocations per echoed message is checked by the package-benchmark "
+                  "`LoopbackEcho` thresholds (`mallocCountTotal`), not here."]
     failed = [r for r in results["runs"] if "error" in r]
     if failed:
         lines += ["", f"{len(failed)} run(s) failed:"]

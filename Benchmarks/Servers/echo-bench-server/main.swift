@@ -6,6 +6,8 @@ import UringStreams
 /// The echo server the benchmark harness measures: asyncio's
 /// `while data := await reader.read(65536): writer.write(data); await writer.drain()`,
 /// printing nothing per message. Prints `listening on PORT` once it accepts.
+/// With `--tls-cert` and `--tls-key` the same handler serves TLS (asyncio's
+/// `start_server(..., ssl=context)`), so the TLS scenarios differ from the plain ones only by TLS.
 @main
 struct EchoBenchServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,11 +19,24 @@ struct EchoBenchServer: AsyncParsableCommand {
     @Option(help: "The readers' limit (asyncio's default 64 KiB).") var limit = 65_536
     @Option(help: "Bytes each read asks for (asyncio's echo example: 65536).") var readSize = 65_536
     @Option(help: "Write-buffer high-water mark; nil keeps asyncio's 64 KiB.") var writeHigh: Int?
+    @Option(help: "Serve TLS with this certificate chain (PEM); needs --tls-key.") var tlsCert: String?
+    @Option(help: "The TLS private key (PEM); needs --tls-cert.") var tlsKey: String?
+
+    func validate() throws {
+        if (tlsCert == nil) != (tlsKey == nil) {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+    }
 
     func run() async throws {
         let group = EventLoopGroup(loopCount: loops)
         let (readSize, writeHigh) = (readSize, writeHigh)
-        let server = try await startServer(host: host, port: port, limit: limit, on: group) { reader, writer in
+        var tls: TLSConfiguration?
+        if let tlsCert, let tlsKey {
+            tls = .server(certificateFile: tlsCert, privateKeyFile: tlsKey)
+        }
+        let server = try await startServer(host: host, port: port, limit: limit, tls: tls, on: group) {
+            reader, writer in
             if let writeHigh { writer.transport.setWriteBufferLimits(high: writeHigh) }
             do {
                 while true {
