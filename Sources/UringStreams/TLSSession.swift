@@ -41,6 +41,8 @@ final class TLSSession: @unchecked Sendable {
 
     /// Ciphertext or plaintext taken from OpenSSL at once; a TLS record carries at most 16 KiB.
     private static let recordSize = 16 * 1024
+    /// The most plaintext one chunk holds (the transport's receive buffers are this large).
+    private static let largestChunk = 256 * 1024
 
     /// A connection in the handshake phase; ``start()`` sends the first flight.
     ///
@@ -220,14 +222,23 @@ final class TLSSession: @unchecked Sendable {
         while ctls_bio_pending(input) > 0 || SSL_has_pending(ssl) == 1 {
             ERR_clear_error()
             var result: Int32 = 0
-            let bytes = Bytes(capacity: Self.recordSize) { buffer in
-                result = SSL_read(ssl, buffer.baseAddress, Int32(buffer.count))
-                return Int(max(result, 0))
+            // Room for everything that arrived (plaintext is never longer than its ciphertext), so
+            // one receive's records become one chunk and a read of it needs no join.
+            let available = ctls_bio_pending(input) + Int(max(SSL_pending(ssl), 0))
+            let capacity = min(max(available, Self.recordSize), Self.largestChunk)
+            let bytes = Bytes(capacity: capacity) { buffer in
+                var filled = 0
+                while filled < buffer.count {
+                    result = SSL_read(ssl, buffer.baseAddress! + filled, Int32(buffer.count - filled))
+                    guard result > 0 else { break }
+                    filled += Int(result)
+                }
+                return filled
             }
-            if result > 0 {
-                // Small records are copied out, so a chatty peer does not pin 16 KiB per message.
-                outcome.plaintext.append(bytes.count >= Self.recordSize / 2 ? bytes : Bytes(bytes))
-                continue
+            if bytes.count > 0 {
+                // Small messages are copied out, so a chatty peer does not pin a buffer per message.
+                outcome.plaintext.append(bytes.count >= capacity / 2 ? bytes : Bytes(bytes))
+                if result > 0 { continue }
             }
             switch SSL_get_error(ssl, result) {
             case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
