@@ -183,7 +183,21 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// What the child wrote to standard error so far.
-    var errorText: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+    var errorText: String {
+        // Plain reads: Foundation's String(contentsOfFile:) leaked its buffer (LeakSanitizer) when
+        // the child was still writing the file.
+        let descriptor = open(errorPath, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return "" }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            bytes += chunk[..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
 
     func write(_ text: String) throws {
         try input.fileHandleForWriting.write(contentsOf: Data(text.utf8))
