@@ -379,11 +379,6 @@ public final class EventLoop: @unchecked Sendable {
         messageScratch.returnUnused(iovecs)
     }
 
-    /// Undoes the last ``takeMessageScratch(orWait:)``: nothing was sent with it.
-    func giveBackMessageScratch() {
-        messageScratch.giveBackLast()
-    }
-
     private func releaseMessageScratch() {
         guard ring.pendingSubmissions == 0 else { return }
         messageScratch.reset()

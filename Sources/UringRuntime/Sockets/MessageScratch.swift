@@ -50,12 +50,6 @@ final class MessageScratch {
         usedIovecs -= count
     }
 
-    /// Undoes the last ``take()``: nothing was sent with it.
-    func giveBackLast() {
-        usedIovecs -= Self.iovecsPerSend
-        usedMessages -= 1
-    }
-
     /// Everything taken so far has been submitted: start over.
     func reset() {
         usedIovecs = 0

@@ -155,52 +155,43 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     private func flush() {
         guard !descriptorClosed else { return }
         enum Next {
-            case nothing, send(count: Int, bytes: Int), zeroCopySend(count: Int, chunks: [Bytes]), shutdown, close
-        }
-        let hasSomethingToSend = state.withLock { state in
-            !state.sendInFlight && !state.queue.isEmpty && !state.aborting
-        }
-        var scratch: (message: UnsafeMutablePointer<msghdr>, iovecs: UnsafeMutablePointer<iovec>)?
-        if hasSomethingToSend {
-            scratch = loop.takeMessageScratch(orWait: self)
-            // No room until the loop's next submit: it calls back then.
-            if scratch == nil { return }
+            case nothing, send(UnsafeMutableRawPointer), zeroCopySend(UnsafeMutableRawPointer, chunks: [Bytes])
+            case shutdown, close
         }
         let next = state.withLock { state -> Next in
             state.flushScheduled = false
-            guard !state.sendInFlight else { return .nothing }
+            // An aborted connection may still hold the chunks of its cancelled send: never resend.
+            guard !state.sendInFlight, !state.aborting else { return .nothing }
             if state.queue.isEmpty {
                 if state.closing { return .close }
                 if state.eofRequested { return .shutdown }
                 return .nothing
             }
-            guard let scratch else {
-                // Written between the two locks: flush again this turn.
+            // Loop-thread state only, no callbacks: safe under the lock, and one lock per flush.
+            guard let scratch = loop.takeMessageScratch(orWait: self) else {
+                // No room until the loop's next submit, which calls back; writes meanwhile need
+                // not schedule another flush.
                 state.flushScheduled = true
                 return .nothing
             }
             let (count, bytes) = state.queue.fill(scratch.iovecs, capacity: MessageScratch.iovecsPerSend)
+            loop.returnUnusedMessageScratch(iovecs: MessageScratch.iovecsPerSend - count)
+            scratch.message.pointee.msg_iovlen = count
             state.sendInFlight = true
+            let message = UnsafeMutableRawPointer(scratch.message)
             if zeroCopyEligible, let threshold = loop.zeroCopySendThreshold, bytes >= threshold {
-                return .zeroCopySend(count: count, chunks: state.queue.inFlightChunks)
+                return .zeroCopySend(message, chunks: state.queue.inFlightChunks)
             }
-            return .send(count: count, bytes: bytes)
-        }
-        switch next {
-        case .send, .zeroCopySend: break
-        default: if scratch != nil { loop.giveBackMessageScratch() }
+            return .send(message)
         }
         switch next {
         case .nothing:
-            if state.withLock({ $0.flushScheduled }) { loop.runAtEndOfTurn(self) }
             return
-        case .send(let count, _):
-            let message = prepareMessage(scratch!, count: count)
+        case .send(let message):
             sendUserData = loop.submit(
                 .sendMessage(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)), target: self,
                 tag: Tag.send)
-        case .zeroCopySend(let count, let chunks):
-            let message = prepareMessage(scratch!, count: count)
+        case .zeroCopySend(let message, let chunks):
             loop.counters.zeroCopySends += 1
             sendUserData = loop.submit(
                 .sendMessageZeroCopy(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)),
@@ -213,14 +204,6 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         case .close:
             beginClose()
         }
-    }
-
-    private func prepareMessage(
-        _ scratch: (message: UnsafeMutablePointer<msghdr>, iovecs: UnsafeMutablePointer<iovec>), count: Int
-    ) -> UnsafeMutableRawPointer {
-        loop.returnUnusedMessageScratch(iovecs: MessageScratch.iovecsPerSend - count)
-        scratch.message.pointee.msg_iovlen = count
-        return UnsafeMutableRawPointer(scratch.message)
     }
 
     /// The kernel reported copying a zero-copy send: stop paying for notifications on this
