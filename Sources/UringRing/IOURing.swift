@@ -105,11 +105,13 @@ public final class IOURing: RingBackend {
     public func prepare(_ submission: Submission, userData: UInt64) {
         let sqe = nextEntry()
         switch submission {
-        case .receiveMultishot(let fd, let group, let bundle):
+        case .receiveMultishot(let fd, let group, let bundle, let totalLimit):
             io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
             sqe.pointee.flags |= UInt8(CURING_IOSQE_BUFFER_SELECT)
             sqe.pointee.buf_group = group
             if bundle { sqe.pointee.ioprio |= UInt16(IORING_RECVSEND_BUNDLE) }
+            // The kernel ABI's `optlen`, which liburing 2.3 still calls `file_index`.
+            sqe.pointee.file_index = totalLimit
         case .sendMessage(let fd, let message, let flags):
             io_uring_prep_sendmsg(sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
         case .sendMessageZeroCopy(let fd, let message, let flags):

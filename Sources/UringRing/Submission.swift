@@ -5,8 +5,10 @@
 /// the kernel reads them asynchronously. The caller owns that memory.
 public enum Submission {
     /// Multishot receive selecting buffers from provided-buffer group `bufferGroup`; with `bundle`,
-    /// one completion may cover several consecutive buffers of the ring.
-    case receiveMultishot(fd: Int32, bufferGroup: UInt16, bundle: Bool)
+    /// one completion may cover several consecutive buffers of the ring. A `totalLimit` above 0 ends
+    /// the receive (a completion without ``CompletionFlags/more``) once that many bytes arrived
+    /// (Linux 6.17; older kernels refuse it with `EINVAL`).
+    case receiveMultishot(fd: Int32, bufferGroup: UInt16, bundle: Bool, totalLimit: UInt32)
     /// A gathered send; `message` points to a `msghdr` whose iovecs the caller keeps alive.
     case sendMessage(fd: Int32, message: UnsafeMutableRawPointer, flags: Int32)
     /// A gathered zero-copy send: the kernel sends from the caller's pages. A first completion gives

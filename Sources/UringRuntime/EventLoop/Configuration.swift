@@ -28,6 +28,11 @@ extension EventLoop {
         /// `IORING_OP_SENDMSG_ZC`; nil turns zero-copy sends off
         /// (`URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD`, 0 for off).
         public var zeroCopySendThreshold: Int? = 16 * 1024
+        /// How many bytes one multishot receive takes before it is armed again
+        /// (`URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT`; 0 for no limit). It bounds what still arrives
+        /// after a reader pauses (asyncio stops at one 256 KiB `recv`); kernels before 6.17 lack
+        /// the limit and receive on until the cancel lands, up to the socket's receive buffer.
+        public var multishotReceiveLimit = 256 * 1024
         /// Also use zero-copy sends on loopback and Unix sockets, where the kernel copies anyway
         /// (`URINGSTREAMS_ZERO_COPY_LOCAL=1`; for measuring and testing).
         public var zeroCopyLocalSends = false
@@ -48,6 +53,9 @@ extension EventLoop {
                 zeroCopySendThreshold = threshold > 0 ? threshold : nil
             }
             if let flag = Self.environment("URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
+            if let limit = Self.environment("URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT"), limit >= 0 {
+                multishotReceiveLimit = limit
+            }
         }
 
         /// These settings with out-of-range values brought into range, so a bad value never
@@ -60,6 +68,7 @@ extension EventLoop {
             result.receiveBufferSize = min(max(receiveBufferSize, 512), 1 << 24)
             if let threshold = zeroCopySendThreshold, threshold <= 0 { result.zeroCopySendThreshold = nil }
             result.ringEntries = min(max(ringEntries, 1), 32768)
+            result.multishotReceiveLimit = min(max(multishotReceiveLimit, 0), Int(Int32.max))
             return result
         }
 

@@ -58,6 +58,9 @@ public final class EventLoop: @unchecked Sendable {
     /// Sends of at least this many bytes go zero-copy; nil when off or unsupported. A kernel that
     /// refuses zero-copy sends turns it off for the loop.
     var zeroCopySendThreshold: Int?
+    /// The total limit each multishot receive is armed with (0: none); 0 as well once the kernel
+    /// refused one (before Linux 6.17).
+    var multishotReceiveLimit: UInt32 = 0
     /// A stable, unique number for log and error text.
     public let id: Int
 
@@ -82,6 +85,7 @@ public final class EventLoop: @unchecked Sendable {
                 bufferSize: configuration.receiveBufferSize, incremental: configuration.incrementalReceiveBuffers)
             useReceiveBundles = configuration.receiveBundles && ring.features.receiveBundles
             zeroCopySendThreshold = ring.features.zeroCopySend ? configuration.zeroCopySendThreshold : nil
+            multishotReceiveLimit = UInt32(configuration.multishotReceiveLimit)
             unavailable = nil
         } catch {
             ring = nil

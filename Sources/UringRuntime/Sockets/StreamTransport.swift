@@ -67,6 +67,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     private var receiveArmed = false
     private var receiveUserData: UInt64 = 0
     private var receiveCancelRequested = false
+    /// Whether the armed receive carries a total limit (a kernel before 6.17 refuses it).
+    private var receiveIsLimited = false
     private var eofReceived = false
     /// Data (and EOF) that arrived while reading was paused: asyncio's pause_reading promises that
     /// nothing reaches the protocol until resume_reading, even what the kernel had in flight.
@@ -366,9 +368,14 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             state.readingPaused = true
             return true
         }
-        // Always through the loop's queue, never inline: callers may hold the reader's lock, and
-        // syncReceive may deliver held data to that reader.
-        if changed { loop.execute { self.syncReceive() } }
+        guard changed else { return }
+        if loop.inEventLoop {
+            // Stop the kernel now: every completion until the cancel lands is data past the
+            // reader's limit. Delivers nothing, so it is safe under the caller's (reader's) lock.
+            cancelUnwantedReceive()
+        } else {
+            loop.execute { self.syncReceive() }
+        }
     }
 
     /// Delivers and receives again after ``pauseReading()`` (asyncio `resume_reading`).
@@ -396,8 +403,14 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         guard !receiveArmed, !eofReceived, !closeStarted, !descriptorClosed, !loop.isStopping else { return }
         receiveArmed = true
         receiveCancelRequested = false
+        // Capped, so that once the reader pauses at most this much more arrives before the
+        // receive ends by itself (the kernel may otherwise post megabytes in one turn).
+        let limit = loop.multishotReceiveLimit
+        receiveIsLimited = limit > 0
         receiveUserData = loop.submit(
-            .receiveMultishot(fd: fileDescriptor, bufferGroup: loop.bufferPool.group, bundle: loop.useReceiveBundles),
+            .receiveMultishot(
+                fd: fileDescriptor, bufferGroup: loop.bufferPool.group, bundle: loop.useReceiveBundles,
+                totalLimit: limit),
             target: self, tag: Tag.receive)
     }
 
@@ -406,14 +419,22 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     /// (not on the request) is what keeps a late "pause" from stopping a reader that resumed.
     /// An armed receive whose cancel is in flight is re-synced when its final completion lands.
     private func syncReceive() {
-        let wanted = state.withLock { !$0.readingPaused && !$0.closing }
-        if wanted {
+        if readingWanted {
             deliverHeld()
-            armReceive()
-        } else if receiveArmed, !receiveCancelRequested {
-            receiveCancelRequested = true
-            loop.submitIgnoringResult(.cancel(target: receiveUserData))
+            // Handing over what was held may have paused reading again: arming now would receive
+            // past the reader's limit into `held`, once per pause, without bound.
+            if held.isEmpty, readingWanted { armReceive() }
         }
+        cancelUnwantedReceive()
+    }
+
+    private var readingWanted: Bool { state.withLock { !$0.readingPaused && !$0.closing } }
+
+    /// Cancels the armed receive when reading is not wanted (paused or closing).
+    private func cancelUnwantedReceive() {
+        guard receiveArmed, !receiveCancelRequested, !readingWanted else { return }
+        receiveCancelRequested = true
+        loop.submitIgnoringResult(.cancel(target: receiveUserData))
     }
 
     private var deliveryPaused: Bool {
@@ -475,6 +496,10 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
                     loop.waitForReceiveBuffers(ReceiveRearm(self))
                 }
             }
+        } else if result == -EINVAL && receiveIsLimited {
+            // A kernel without multishot receive limits: receive unlimited from now on.
+            loop.multishotReceiveLimit = 0
+            rearmReceive()
         } else if result < 0 && result != -ECANCELED {
             fail(StreamError.from(errno: -result, operation: "recv"))
         } else if !completion.hasMore && !cancelled && result != -ECANCELED {

@@ -64,7 +64,7 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
             payload = bytes
             fd = sendFD
             text = "sendmsg"
-        case .receiveMultishot(let receiveFD, _, _): text = "recv-multishot"; fd = receiveFD
+        case .receiveMultishot(let receiveFD, _, _, _): text = "recv-multishot"; fd = receiveFD
         case .cancel(let target): text = "cancel \(target)"
         case .cancelEverything:
             // As the kernel does: every operation in flight ends with -ECANCELED.
