@@ -11,9 +11,14 @@ public final class StreamReader: Sendable {
         var buffer = ChunkQueue()
         var eof = false
         var exception: (any Error)?
+        /// The waiting read's continuation, resumed (without an error: the read checks again) when
+        /// data, EOF or an error arrives, or with `CancellationError` when its task is cancelled.
         var waiter: UnsafeContinuation<Void, any Error>?
-        /// Set while a task waits and until it resumes: a second waiting read is an error.
-        var waiting = false
+        /// Set from a read's first wait until it finishes: meanwhile no other read may start.
+        var reading = false
+        /// Counts feeds, EOF and errors, so a read that found nothing can tell whether anything
+        /// arrived before its wait began.
+        var changes = 0
         var paused = false
         /// Strong: a weak reference would give every transport a side table and slow down each
         /// of its retains. The cycle through the transport's delegate ends when the connection is
@@ -23,6 +28,8 @@ public final class StreamReader: Sendable {
 
     /// The buffer limit: separators must be found within it, and it sets the flow-control marks.
     public let limit: Int
+    /// Reading pauses above this much buffered memory (2 × `limit`, at most `Int.max`).
+    private let pauseAbove: Int
     private let state = Locked(State())
 
     /// A standalone reader with the default limit (64 KiB), fed by hand.
@@ -34,7 +41,7 @@ public final class StreamReader: Sendable {
 
     /// A standalone reader, fed by hand.
     ///
-    /// - Parameter limit: The buffer limit; must be positive.
+    /// - Parameter limit: The buffer limit; any value from 1 to `Int.max`.
     /// - Throws: ``StreamError/invalidArgument(_:)`` when `limit <= 0`.
     ///
     /// Corresponds to asyncio `StreamReader(limit=...)`.
@@ -45,6 +52,8 @@ public final class StreamReader: Sendable {
 
     init(validLimit: Int) {
         limit = validLimit
+        let (doubled, overflow) = validLimit.multipliedReportingOverflow(by: 2)
+        pauseAbove = overflow ? Int.max : doubled
     }
 
     /// Connects the reader to the transport it pauses and resumes.
@@ -67,17 +76,22 @@ public final class StreamReader: Sendable {
 
     func feed(_ bytes: Bytes) {
         guard bytes.count > 0 else { return }
-        let waiter = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
+        let (waiter, copied, transport) = state.withLock {
+            state -> (UnsafeContinuation<Void, any Error>?, Int, StreamTransport?) in
             assert(!state.eof, "feedData after feedEOF")
-            state.buffer.append(bytes)
-            if !state.paused, state.buffer.count > 2 * limit, let transport = state.transport {
+            let copied = state.buffer.append(bytes)
+            state.changes &+= 1
+            // A waiting read would resume reading at once (asyncio's _wait_for_data): pausing
+            // under it would only cancel and re-arm the receive.
+            if !state.paused, !state.reading, state.buffer.memoryCost > pauseAbove, let transport = state.transport {
                 // Under the lock, so pause and resume reach the transport in the order decided
                 // here; a reader on another thread must not resume before this pause lands.
                 state.paused = true
                 transport.pauseReading()
             }
-            return state.waiter.take()
+            return (state.waiter.take(), copied, state.transport)
         }
+        if copied > 0, let transport { transport.loop.recordCopiedOnReceive(copied) }
         waiter?.resume()
     }
 
@@ -85,6 +99,7 @@ public final class StreamReader: Sendable {
     public func feedEOF() {
         let waiter = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
             state.eof = true
+            state.changes &+= 1
             return state.waiter.take()
         }
         waiter?.resume()
@@ -105,9 +120,16 @@ public final class StreamReader: Sendable {
     public func setException(_ error: any Error) {
         let waiter = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
             state.exception = error
+            state.changes &+= 1
             return state.waiter.take()
         }
-        waiter?.resume(throwing: error)
+        waiter?.resume()
+    }
+
+    /// What the reader holds, for tests of its memory bound: payload bytes and their total cost
+    /// including chunk records.
+    package var bufferedMemory: (bytes: Int, cost: Int) {
+        state.withLock { ($0.buffer.count, $0.buffer.memoryCost) }
     }
 
     // MARK: Reading
@@ -125,31 +147,24 @@ public final class StreamReader: Sendable {
     ///
     /// Corresponds to asyncio `await reader.read(n=-1)`.
     public func read(_ n: Int = -1) async throws -> Bytes {
-        try checkException()
-        if n == 0 { return Bytes() }
+        if n == 0 {
+            try checkException()
+            return Bytes()
+        }
         if n < 0 {
-            // Wait for EOF without consuming, so a cancelled read(-1) leaves every byte in place.
-            while true {
-                let (done, seen) = try state.withLock { state -> (Bool, Int) in
-                    if let error = state.exception { throw error }
-                    return (state.eof, state.buffer.count)
-                }
-                if done { break }
-                try await waitForData(moreThan: seen)
+            // Waits for EOF without consuming, so a cancelled read(-1) leaves every byte in place.
+            return try await perform { state, copied in
+                state.eof ? state.buffer.take(state.buffer.count, copied: &copied) : nil
             }
-            return take { $0.buffer.count }
         }
-        while true {
-            let ready = try state.withLock { state -> Bool in
-                if let error = state.exception { throw error }
-                return !state.buffer.isEmpty || state.eof
-            }
-            if ready { break }
-            try await waitForData(moreThan: 0)
+        return try await perform { state, copied in
+            guard !state.buffer.isEmpty || state.eof else { return nil }
+            // Up to n bytes, as asyncio, but never a copy of received data: what lies beyond the
+            // first received chunk is left for the next read (it may split a message anywhere, as
+            // TCP does).
+            let available = state.buffer.uncopiedPrefix(upTo: Swift.min(n, state.buffer.count))
+            return state.buffer.take(available, copied: &copied)
         }
-        // Up to n bytes, as asyncio, but never a copy of received data: what lies beyond the first
-        // received chunk is left for the next read (it may split a message anywhere, as TCP does).
-        return take { $0.buffer.uncopiedPrefix(upTo: Swift.min(n, $0.buffer.count)) }
     }
 
     /// Reads one line, up to and including `\n`.
@@ -160,20 +175,22 @@ public final class StreamReader: Sendable {
     ///
     /// Corresponds to asyncio `await reader.readline()`.
     public func readLine() async throws -> Bytes {
-        do {
-            return try await readUntil(anyOf: Self.newline)
-        } catch let error as IncompleteReadError {
-            return error.partial
-        } catch let error as LimitOverrunError {
-            state.withLock { state in
-                if state.buffer.hasPrefix([UInt8(ascii: "\n")], at: error.consumed) {
+        var scan = SeparatorScan(Self.newline)
+        return try await perform { state, copied in
+            do {
+                return try scan.attempt(&state, limit: limit, copied: &copied)
+            } catch let error as IncompleteReadError {
+                return error.partial
+            } catch let error as LimitOverrunError {
+                // asyncio's readline: drop the line that overran (with its separator when that is
+                // what comes next), or everything when no separator is in sight.
+                if state.buffer.hasPrefix(Self.newline[0], at: error.consumed) {
                     state.buffer.drop(error.consumed + 1)
                 } else {
                     state.buffer.removeAll()
                 }
-                Self.resumeIfDrained(&state, limit: limit)
+                throw error
             }
-            throw error
         }
     }
 
@@ -207,53 +224,8 @@ public final class StreamReader: Sendable {
         guard !shortest.isEmpty else {
             throw StreamError.invalidArgument("Separator should be at least one-byte string")
         }
-        let longest = sorted.last!.count
-        try checkException()
-        var offset = 0
-        while true {
-            enum Step { case found(end: Int), wait(seen: Int) }
-            let step = try state.withLock { state -> Step in
-                if let error = state.exception { throw error }
-                let count = state.buffer.count
-                if count - offset >= shortest.count {
-                    var bestStart: Int?
-                    var bestEnd: Int?
-                    for separator in sorted {
-                        if let start = state.buffer.firstIndex(of: separator, from: offset) {
-                            let end = start + separator.count
-                            if bestEnd == nil || end < bestEnd! {
-                                bestEnd = end
-                                bestStart = start
-                            }
-                        }
-                    }
-                    if let bestStart, let bestEnd {
-                        if bestStart > limit {
-                            throw LimitOverrunError(
-                                message: "Separator is found, but chunk is longer than limit", consumed: bestStart)
-                        }
-                        return .found(end: bestEnd)
-                    }
-                    offset = Swift.max(0, count + 1 - longest)
-                    if offset > limit {
-                        throw LimitOverrunError(
-                            message: "Separator is not found, and chunk exceed the limit", consumed: offset)
-                    }
-                }
-                if state.eof {
-                    var copied = 0
-                    let partial = state.buffer.take(state.buffer.count, copied: &copied)
-                    throw IncompleteReadError(partial: partial, expected: nil)
-                }
-                return .wait(seen: count)
-            }
-            switch step {
-            case .found(let end):
-                return take { _ in end }
-            case .wait(let seen):
-                try await waitForData(moreThan: seen)
-            }
-        }
+        var scan = SeparatorScan(sorted)
+        return try await perform { state, copied in try scan.attempt(&state, limit: limit, copied: &copied) }
     }
 
     /// Reads exactly `n` bytes.
@@ -264,23 +236,16 @@ public final class StreamReader: Sendable {
     /// Corresponds to asyncio `await reader.readexactly(n)`.
     public func readExactly(_ n: Int) async throws -> Bytes {
         guard n >= 0 else { throw StreamError.invalidArgument("readexactly size can not be less than zero") }
-        try checkException()
-        if n == 0 { return Bytes() }
-        while true {
-            let (ready, seen) = try state.withLock { state -> (Bool, Int) in
-                if let error = state.exception { throw error }
-                if state.buffer.count >= n { return (true, 0) }
-                if state.eof {
-                    var copied = 0
-                    let partial = state.buffer.take(state.buffer.count, copied: &copied)
-                    throw IncompleteReadError(partial: partial, expected: n)
-                }
-                return (false, state.buffer.count)
-            }
-            if ready { break }
-            try await waitForData(moreThan: seen)
+        if n == 0 {
+            try checkException()
+            return Bytes()
         }
-        return take { _ in n }
+        return try await perform { state, copied in
+            if state.buffer.count >= n { return state.buffer.take(n, copied: &copied) }
+            guard state.eof else { return nil }
+            let partial = state.buffer.take(state.buffer.count, copied: &copied)
+            throw IncompleteReadError(partial: partial, expected: n)
+        }
     }
 
     // MARK: Internals
@@ -289,21 +254,69 @@ public final class StreamReader: Sendable {
         if let error = state.withLock({ $0.exception }) { throw error }
     }
 
-    /// Takes `count(state)` bytes from the front, resuming the transport when the buffer drained.
-    private func take(_ count: (State) -> Int) -> Bytes {
+    /// Runs one read: `attempt` (under the lock, after the stored error is checked) returns the
+    /// result, throws, or returns nil to wait for more data, after which it runs again. Checking
+    /// and taking happen under one lock, and only one read may wait at a time: a read that would
+    /// start while another waits throws ``StreamError/readInProgress``.
+    private func perform(_ attempt: (inout State, inout Int) throws -> Bytes?) async throws -> Bytes {
         var copied = 0
-        let (bytes, transport) = state.withLock { state -> (Bytes, StreamTransport?) in
-            let bytes = state.buffer.take(count(state), copied: &copied)
-            Self.resumeIfDrained(&state, limit: limit)
-            return (bytes, state.transport)
+        defer { recordCopies(copied) }
+        var seen = 0
+        let done = try state.withLock { state -> Bytes? in
+            if state.reading { throw StreamError.readInProgress }
+            if let result = try attemptChecked(&state, &copied, attempt) { return result }
+            state.reading = true
+            seen = state.changes
+            Self.resume(&state)
+            return nil
         }
-        if copied > 0, let transport { transport.loop.recordCopiedOnReceive(copied) }
-        return bytes
+        if let done { return done }
+        do {
+            while true {
+                try await waitForChange(since: seen)
+                let result = try state.withLock { state -> Bytes? in
+                    let result = try attemptChecked(&state, &copied, attempt)
+                    if result != nil { state.reading = false }
+                    seen = state.changes
+                    return result
+                }
+                if let result { return result }
+            }
+        } catch {
+            state.withLock { state in
+                state.reading = false
+                Self.resumeIfDrained(&state, limit: limit)
+            }
+            throw error
+        }
+    }
+
+    /// `attempt` after the stored-error check, resuming the transport when a result drained the
+    /// buffer; under the lock.
+    private func attemptChecked(
+        _ state: inout State, _ copied: inout Int, _ attempt: (inout State, inout Int) throws -> Bytes?
+    ) throws -> Bytes? {
+        if let error = state.exception { throw error }
+        let result: Bytes?
+        do {
+            result = try attempt(&state, &copied)
+        } catch {
+            // A failed read may have consumed (readExactly at EOF, readLine past the limit).
+            Self.resumeIfDrained(&state, limit: limit)
+            throw error
+        }
+        if result != nil { Self.resumeIfDrained(&state, limit: limit) }
+        return result
+    }
+
+    private func recordCopies(_ copied: Int) {
+        guard copied > 0, let transport = state.withLock({ $0.transport }) else { return }
+        transport.loop.recordCopiedOnReceive(copied)
     }
 
     /// Resumes the transport once reads brought the buffer down to `limit` (under the lock).
-    private static func resumeIfDrained(_ state: inout State, limit: Int) {
-        guard state.buffer.count <= limit else { return }
+    fileprivate static func resumeIfDrained(_ state: inout State, limit: Int) {
+        guard state.buffer.memoryCost <= limit else { return }
         resume(&state)
     }
 
@@ -314,35 +327,76 @@ public final class StreamReader: Sendable {
         transport.resumeReading()
     }
 
-    /// Waits until more than `seen` bytes are buffered, or EOF or an error arrives. `seen` is what
-    /// the caller's check observed: bytes fed between that check and this wait must not be
-    /// missed. Waiting while paused would deadlock (a read of more than 2 × limit bytes), so
-    /// reading resumes first, as asyncio's `_wait_for_data` does.
-    private func waitForData(moreThan seen: Int) async throws {
-        try state.withLock { state in
-            if state.waiting { throw StreamError.readInProgress }
-            state.waiting = true
-            Self.resume(&state)
-        }
-        defer { state.withLock { $0.waiting = false } }
+    /// Waits until data, EOF or an error was fed after the read's last attempt (whose count of
+    /// changes was `seen`), or the task is cancelled; on a feed that came between that attempt and
+    /// this wait, returns at once.
+    private func waitForChange(since seen: Int) async throws {
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-                enum Outcome { case wait, ready, cancelled }
+                enum Outcome { case wait, changed, cancelled }
                 let outcome = state.withLock { state -> Outcome in
                     if Task.isCancelled { return .cancelled }
-                    if state.exception != nil || state.eof || state.buffer.count > seen { return .ready }
+                    if state.changes != seen { return .changed }
                     state.waiter = continuation
                     return .wait
                 }
                 switch outcome {
                 case .wait: break
-                case .ready: continuation.resume()
+                case .changed: continuation.resume()
                 case .cancelled: continuation.resume(throwing: CancellationError())
                 }
             }
         } onCancel: {
             state.withLock { $0.waiter.take() }?.resume(throwing: CancellationError())
         }
+    }
+}
+
+/// A readUntil in progress: the separators and how far the buffer has been searched, so each
+/// attempt searches only what arrived since (asyncio's `offset`).
+private struct SeparatorScan {
+    let separators: [[UInt8]]
+    let shortest: Int
+    let longest: Int
+    var offset = 0
+
+    /// `separators` sorted shortest first, none empty.
+    init(_ separators: [[UInt8]]) {
+        self.separators = separators
+        shortest = separators.first!.count
+        longest = separators.last!.count
+    }
+
+    /// The data up to and including the separator that ends first, nil to wait for more; throws
+    /// asyncio's ``LimitOverrunError`` and ``IncompleteReadError``.
+    mutating func attempt(_ state: inout StreamReader.State, limit: Int, copied: inout Int) throws -> Bytes? {
+        let count = state.buffer.count
+        if count - offset >= shortest {
+            var bestStart: Int?
+            var bestEnd = Int.max
+            for separator in separators {
+                if let start = state.buffer.firstIndex(of: separator, from: offset), start + separator.count < bestEnd {
+                    bestEnd = start + separator.count
+                    bestStart = start
+                }
+            }
+            if let bestStart {
+                if bestStart > limit {
+                    throw LimitOverrunError(
+                        message: "Separator is found, but chunk is longer than limit", consumed: bestStart)
+                }
+                return state.buffer.take(bestEnd, copied: &copied)
+            }
+            offset = Swift.max(0, count + 1 - longest)
+            if offset > limit {
+                throw LimitOverrunError(message: "Separator is not found, and chunk exceed the limit", consumed: offset)
+            }
+        }
+        if state.eof {
+            let partial = state.buffer.take(count, copied: &copied)
+            throw IncompleteReadError(partial: partial, expected: nil)
+        }
+        return nil
     }
 }
 

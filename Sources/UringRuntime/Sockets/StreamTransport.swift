@@ -283,7 +283,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     ///
     /// Corresponds to asyncio `transport.set_write_buffer_limits(high, low)`.
     public func setWriteBufferLimits(high: Int? = nil, low: Int? = nil) {
-        let high = high ?? (low.map { 4 * $0 } ?? 64 * 1024)
+        // 4 × low saturates: any low is accepted, and a high beyond Int.max means no limit anyway.
+        let high = high ?? (low.map { $0.multipliedReportingOverflow(by: 4) }.map { $1 ? Int.max : $0 } ?? 64 * 1024)
         let low = low ?? high / 4
         precondition(high >= low && low >= 0, "high (\(high)) must be >= low (\(low)) must be >= 0")
         let released = state.withLock { state -> [UnsafeContinuation<Void, any Error>] in
