@@ -54,7 +54,9 @@ let package = Package(
         example("socketpair-wait"),
         example("loopback-bench"),
         example("tls-echo-server"),
-        .testTarget(name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
-        .testTarget(name: "UringStreamsTests", dependencies: ["UringStreams"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "UringStreamsTests", dependencies: ["UringStreams", "UringRuntime"], swiftSettings: strictSwift),
     ]
 )

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 unsigned curing_reap(struct io_uring *ring, curing_cqe *out, unsigned max) {
     unsigned head;
@@ -73,6 +75,8 @@ void *curing_current_loop(void) { return current_loop; }
 void curing_set_current_loop(void *loop) { current_loop = loop; }
 
 int curing_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
+
+int curing_dup3_cloexec(int from, int to) { return dup3(from, to, O_CLOEXEC); }
 
 void curing_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
 

@@ -10,6 +10,8 @@ public final class IOURing: RingBackend {
     private let ring: UnsafeMutablePointer<io_uring>
     public private(set) var counters = RingCounters()
     public private(set) var pendingSubmissions = 0
+    /// Entries prepared while the submission queue was full and the kernel took nothing.
+    private var backlog: [(Submission, UInt64)] = []
     /// The setup flags the kernel accepted.
     public let setupFlags: UInt32
     public let features: RingFeatures
@@ -25,13 +27,20 @@ public final class IOURing: RingBackend {
     /// Creates a ring with room for `entries` submissions.
     /// - Throws: ``RingError/unavailable(reason:)`` naming the cause and the fix when io_uring is off
     ///   (no kernel support, the `io_uring_disabled` sysctl, seccomp) or lacks a needed opcode.
-    public init(entries: UInt32 = 256) throws(RingError) {
+    public convenience init(entries: UInt32 = 256) throws(RingError) {
+        try self.init(
+            entries: entries,
+            preferredFlags: [
+                IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+                IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+                0,
+            ])
+    }
+
+    /// Creates a ring with the first of `preferredFlags` the kernel accepts (tests use it to get
+    /// the plain flags an old kernel gets).
+    package init(entries: UInt32, preferredFlags preferred: [UInt32]) throws(RingError) {
         ring = .allocate(capacity: 1)
-        let preferred: [UInt32] = [
-            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-            IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-            0,
-        ]
         var accepted: UInt32? = nil
         var lastError: Int32 = 0
         for flags in preferred {
@@ -87,23 +96,38 @@ public final class IOURing: RingBackend {
     }
 
     @inline(__always)
-    private func nextEntry() -> UnsafeMutablePointer<io_uring_sqe> {
+    private func nextEntry() -> UnsafeMutablePointer<io_uring_sqe>? {
         if let sqe = io_uring_get_sqe(ring) { return sqe }
         // The submission queue is full: hand what is queued to the kernel and take a fresh slot.
-        flush()
-        return io_uring_get_sqe(ring)!
-    }
-
-    private func flush() {
-        let submitted = io_uring_submit(ring)
+        let queued = Int(io_uring_sq_ready(ring))
+        _ = io_uring_submit(ring)
         counters.enterCalls += 1
-        if submitted > 0 { counters.submissions += Int(submitted) }
-        // What the kernel did not take stays queued, and its memory must stay valid.
-        pendingSubmissions = Int(io_uring_sq_ready(ring))
+        counters.submissions += queued - Int(io_uring_sq_ready(ring))
+        return io_uring_get_sqe(ring)
     }
 
     public func prepare(_ submission: Submission, userData: UInt64) {
-        let sqe = nextEntry()
+        pendingSubmissions += 1
+        // A kernel that takes nothing (its completion queue overflowed) leaves the queue full:
+        // then the entry waits here, in order, until a submit makes room.
+        guard backlog.isEmpty, let sqe = nextEntry() else {
+            backlog.append((submission, userData))
+            return
+        }
+        fill(sqe, submission, userData: userData)
+    }
+
+    /// Moves waiting entries into the submission queue while it has room.
+    private func moveBacklog() {
+        var moved = 0
+        while moved < backlog.count, let sqe = io_uring_get_sqe(ring) {
+            fill(sqe, backlog[moved].0, userData: backlog[moved].1)
+            moved += 1
+        }
+        backlog.removeFirst(moved)
+    }
+
+    private func fill(_ sqe: UnsafeMutablePointer<io_uring_sqe>, _ submission: Submission, userData: UInt64) {
         switch submission {
         case .receiveMultishot(let fd, let group, let bundle, let totalLimit):
             io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
@@ -136,30 +160,46 @@ public final class IOURing: RingBackend {
             io_uring_prep_cancel64(sqe, 0, Int32(IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL))
         }
         io_uring_sqe_set_data64(sqe, userData)
-        pendingSubmissions += 1
     }
 
     public func submit(waitingFor minimumCompletions: Int) throws(RingError) {
-        let queued = pendingSubmissions
-        pendingSubmissions = 0
-        // With DEFER_TASKRUN completions are produced only inside io_uring_enter(GETEVENTS), so a
-        // non-waiting turn still has to ask for events.
-        let result =
-            minimumCompletions > 0
-            ? io_uring_submit_and_wait(ring, UInt32(minimumCompletions))
-            : io_uring_submit_and_get_events(ring)
-        counters.enterCalls += 1
-        switch result >= 0 ? 0 : -result {
-        case 0, EINTR, ETIME:
-            counters.submissions += queued
-        case EAGAIN, EBUSY:
-            // The CQ ring is full: the caller reaps and calls again. What the kernel did not
-            // consume stays queued (and its memory must stay valid).
-            pendingSubmissions = Int(io_uring_sq_ready(ring))
-        default:
-            pendingSubmissions = Int(io_uring_sq_ready(ring))
-            throw .system(errno: -result, operation: "io_uring_enter")
+        while true {
+            moveBacklog()
+            let queued = Int(io_uring_sq_ready(ring))
+            // Entries still waiting outside the queue go in first; only then may the call sleep.
+            let wait = backlog.isEmpty ? minimumCompletions : 0
+            // With DEFER_TASKRUN completions are produced only inside io_uring_enter(GETEVENTS), so
+            // a non-waiting turn still has to ask for events.
+            let result =
+                wait > 0 ? io_uring_submit_and_wait(ring, UInt32(wait)) : io_uring_submit_and_get_events(ring)
+            counters.enterCalls += 1
+            // The kernel may consume only part of the queue (a failed entry without SUBMIT_ALL; a
+            // full CQ ring): what it left stays queued, and the memory those entries point to must
+            // stay valid, so the count comes from the ring, never from the result.
+            let left = Int(io_uring_sq_ready(ring))
+            counters.submissions += queued - left
+            pendingSubmissions = left + backlog.count
+            switch result >= 0 ? 0 : -result {
+            case 0, EINTR, ETIME:
+                // More entries wait and the kernel took some: go on; otherwise the caller reaps.
+                if backlog.isEmpty || left == queued { return }
+            case EAGAIN, EBUSY:
+                // The CQ ring is full: the caller reaps and calls again.
+                return
+            default:
+                throw .system(errno: -result, operation: "io_uring_enter")
+            }
         }
+    }
+
+    /// Queues an entry the kernel refuses when it reads it (a no-op with an undefined flag), which
+    /// stops a submission part-way on a ring without `SUBMIT_ALL`; for tests of partial submits.
+    package func prepareRefusedEntryForTesting() {
+        guard let sqe = nextEntry() else { return }
+        io_uring_prep_nop(sqe)
+        sqe.pointee.flags = 0x80
+        io_uring_sqe_set_data64(sqe, 0)
+        pendingSubmissions += 1
     }
 
     public func reap(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
@@ -188,7 +228,8 @@ public final class IOURing: RingBackend {
                         + "UringStreams needs Linux 6.0 or newer.")
             }
             if -error == ENOMEM {
-                throw .unavailable(reason: RingError.memlockAdvice(operation: "registering the receive-buffer ring"))
+                throw .exhausted(
+                    errno: ENOMEM, reason: RingError.memlockAdvice(operation: "registering the receive-buffer ring"))
             }
             throw .system(errno: -error, operation: "io_uring_register(PBUF_RING)")
         }

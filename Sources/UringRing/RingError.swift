@@ -7,14 +7,29 @@ public enum RingError: Error, Sendable, Equatable, CustomStringConvertible {
     case unavailable(reason: String)
     /// A ring call failed with `errno`.
     case system(errno: Int32, operation: String)
+    /// The ring could not be made for want of a resource that may come back (descriptors, memory);
+    /// `reason` names the cause and the fix.
+    case exhausted(errno: Int32, reason: String)
 
     public var description: String {
         switch self {
-        case .unavailable(let reason): return reason
+        case .unavailable(let reason), .exhausted(_, let reason): return reason
         case .system(let errno, let operation):
             return "\(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"
         }
     }
+
+    /// Whether trying again later may succeed: the failure was a resource (descriptors, memory)
+    /// that other code may give back.
+    public var isTransient: Bool {
+        switch self {
+        case .exhausted: return true
+        case .system(let errno, _): return Self.transientErrors.contains(errno)
+        case .unavailable: return false
+        }
+    }
+
+    public static let transientErrors: Set<Int32> = [EMFILE, ENFILE, ENOMEM, EAGAIN, ENOBUFS]
 
     /// Explains a failed `io_uring_setup` in terms a user can act on.
     static func setupFailure(errno: Int32) -> RingError {
@@ -40,7 +55,12 @@ public enum RingError: Error, Sendable, Equatable, CustomStringConvertible {
                     + "with a seccomp profile that allows io_uring_setup, io_uring_enter and "
                     + "io_uring_register (e.g. --security-opt seccomp=<profile>).")
         case ENOMEM:
-            return .unavailable(reason: memlockAdvice(operation: "io_uring_setup"))
+            return .exhausted(errno: ENOMEM, reason: memlockAdvice(operation: "io_uring_setup"))
+        case EMFILE, ENFILE, EAGAIN:
+            return .exhausted(
+                errno: errno,
+                reason: "io_uring_setup failed: \(String(cString: strerror(errno))) (errno \(errno)); "
+                    + "it is tried again when the loop is next used.")
         default:
             return .unavailable(
                 reason: "io_uring_setup failed: \(String(cString: strerror(errno))) (errno \(errno)).")

@@ -7,6 +7,12 @@ public enum SystemSupport {
         curing_eventfd()
     }
 
+    /// Makes descriptor `target` refer to what `source` refers to, close-on-exec (dup3), in one
+    /// step: the number never becomes free. Returns `target`, or -1 with `errno` set.
+    public static func replaceDescriptor(_ target: Int32, with source: Int32) -> Int32 {
+        curing_dup3_cloexec(source, target)
+    }
+
     /// Names the calling thread (at most 15 bytes are kept).
     public static func setThreadName(_ name: String) {
         curing_set_thread_name(String(name.utf8.prefix(15))!)

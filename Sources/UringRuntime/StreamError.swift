@@ -34,7 +34,7 @@ public enum StreamError: Error, Equatable, Sendable, CustomStringConvertible {
 
     package init(_ error: RingError) {
         switch error {
-        case .unavailable(let reason): self = .ioUringUnavailable(reason)
+        case .unavailable(let reason), .exhausted(_, let reason): self = .ioUringUnavailable(reason)
         case .system(let errno, let operation): self = .system(errno: errno, operation: operation)
         }
     }

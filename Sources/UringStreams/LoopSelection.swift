@@ -1,10 +1,13 @@
 /// The loop a call runs on: the caller's own when it runs on one, else the next loop of the shared
 /// group (the spec's rule for callers that are not on an `EventLoop`).
 ///
+/// Of the shared group's loops, one that can do I/O is taken (a loop whose ring could not be
+/// made is skipped).
+///
 /// - Throws: ``StreamError/ioUringUnavailable(_:)`` when that loop cannot do I/O.
-func callerLoop() throws -> EventLoop {
-    let loop = EventLoop.current ?? EventLoopGroup.shared.next()
-    try loop.requireRing()
+func callerLoop() async throws -> EventLoop {
+    let loop = EventLoop.current ?? EventLoopGroup.shared.nextAvailable()
+    try await loop.ensureRing()
     return loop
 }
 

@@ -37,7 +37,7 @@ public func openConnection(
     try validate(limit: limit)
     let tls = try TLSRequest(
         tls, serverHostname: serverHostname, defaultHostname: host, handshakeTimeout: tlsHandshakeTimeout)
-    let loop = try callerLoop()
+    let loop = try await callerLoop()
     let fd = try await onLoop(loop) { () async throws -> Int32 in
         let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: false)
         return try await loop.connect(
@@ -61,7 +61,7 @@ public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async thr
     if family == AF_INET || family == AF_INET6 {
         try? SocketDescriptor.setOption(fileDescriptor, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
     }
-    return try await adoptConnection(fileDescriptor, on: try callerLoop(), limit: limit, tls: nil)
+    return try await adoptConnection(fileDescriptor, on: try await callerLoop(), limit: limit, tls: nil)
 }
 
 /// Connects to the Unix socket at `path`.
@@ -85,7 +85,7 @@ public func openUnixConnection(
     try validate(limit: limit)
     let tls = try TLSRequest(tls, serverHostname: serverHostname, handshakeTimeout: tlsHandshakeTimeout)
     let address = try SocketAddress(unixPath: path)
-    let loop = try callerLoop()
+    let loop = try await callerLoop()
     let fd = try await onLoop(loop) { try await loop.connect(to: address) }
     return try await adoptConnection(fd, on: loop, limit: limit, tls: tls)
 }

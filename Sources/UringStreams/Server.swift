@@ -16,12 +16,17 @@ public final class Server: Sendable {
         /// With the TLS session, if any, so closeClients sends close_notify.
         var connections: [ObjectIdentifier: (transport: StreamTransport, tls: TLSSession?)] = [:]
         var closeWaiters = Waiters<Never>()
+        /// Listeners that have not closed their descriptor yet.
+        var openListeners = 0
+
+        /// Closed, with no listening socket and no connection left.
+        var isIdleAfterClose: Bool { closed && openListeners == 0 && connections.isEmpty }
     }
 
     /// The addresses the server listens on; empty once closed (asyncio `server.sockets`).
     public var addresses: [SocketAddress] { state.withLock { $0.closed } ? [] : boundAddresses }
     private let boundAddresses: [SocketAddress]
-    private let descriptors: [Int32]
+    private let descriptors: [ListeningDescriptor]
     private let listeners = Locked<[Listener]>([])
     private let listenerLoop: EventLoop
     private let connectionLoops: [EventLoop]
@@ -38,7 +43,7 @@ public final class Server: Sendable {
         unixSocket: (path: String, inode: UInt)?, tls: TLSRequest? = nil, clientConnected: @escaping ClientConnected
     ) {
         self.tls = tls
-        self.descriptors = descriptors
+        self.descriptors = descriptors.map(ListeningDescriptor.init)
         boundAddresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
         self.listenerLoop = listenerLoop
         self.connectionLoops = connectionLoops
@@ -61,21 +66,33 @@ public final class Server: Sendable {
             return true
         }
         guard start else { return }
-        for fd in descriptors where !SocketDescriptor.isListening(fd) {
-            try SocketDescriptor.listen(fd, backlog: backlog)
+        do {
+            for descriptor in descriptors {
+                try descriptor.withOpenDescriptor { fd in
+                    if !SocketDescriptor.isListening(fd) { try SocketDescriptor.listen(fd, backlog: backlog) }
+                }
+            }
+        } catch {
+            state.withLock { $0.serving = false }
+            throw error
         }
-        let made = descriptors.map { fd in
-            Listener(loop: listenerLoop, fileDescriptor: fd) { [self] accepted in self.accepted(accepted) }
+        let made = descriptors.map { descriptor in
+            Listener(
+                loop: listenerLoop, descriptor: descriptor, onAccept: { [self] accepted in self.accepted(accepted) },
+                onClosed: { [self] in listenerClosed() })
         }
+        state.withLock { $0.openListeners += made.count }
         listeners.withLock { $0 = made }
+        // A close() that comes meanwhile releases the descriptors: those listeners then close
+        // instead of accepting.
         runOnListenerLoop { for listener in made { listener.start() } }
     }
 
     /// Whether the server accepts connections (asyncio `is_serving()`).
     public var isServing: Bool { state.withLock { $0.serving } }
 
-    /// Stops listening; connections already accepted stay open (asyncio `close()`). A Unix server's
-    /// socket file is removed (asyncio 3.13).
+    /// Stops listening and closes the listening sockets before it returns; connections already
+    /// accepted stay open (asyncio `close()`). A Unix server's socket file is removed (asyncio 3.13).
     public func close() {
         let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>?? in
             guard !state.closed else { return nil }
@@ -90,20 +107,19 @@ public final class Server: Sendable {
                 unlink(unixSocket.path)
             }
         }
+        // Refuse new connections and drop the sockets now; a listener's descriptor number is
+        // closed on its loop once its accept is gone (after a group shutdown, already was).
+        for descriptor in descriptors { descriptor.release() }
+        // A Unix socket's accept does not end when its socket is shut down: cancel it too.
         let running = listeners.withLock { $0 }
-        if running.isEmpty {
-            for fd in descriptors { Glibc.close(fd) }
-        } else {
-            // Refuse new connections now; the descriptor closes once the pending accept is gone.
-            for fd in descriptors { _ = shutdown(fd, Int32(SHUT_RDWR)) }
-            runOnListenerLoop { for listener in running { listener.close() } }
-        }
+        if !running.isEmpty { runOnListenerLoop { for listener in running { listener.close() } } }
         waiter?.resume()
         finishIfIdle()
     }
 
-    /// Waits until the server is closed and every connection it accepted has closed. Returns
-    /// early, without throwing, when the calling task is cancelled.
+    /// Waits until the server is closed, its listening sockets are gone (the port can be bound
+    /// again) and every connection it accepted has closed. Returns early, without throwing, when
+    /// the calling task is cancelled.
     ///
     /// Corresponds to asyncio `await server.wait_closed()` (3.12.1 and later).
     public func waitClosed() async {
@@ -111,7 +127,7 @@ public final class Server: Sendable {
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 let done = state.withLock { state -> Bool in
-                    if state.closed && state.connections.isEmpty || Task.isCancelled { return true }
+                    if state.isIdleAfterClose || Task.isCancelled { return true }
                     state.closeWaiters.add(continuation, id: id)
                     return false
                 }
@@ -196,12 +212,23 @@ public final class Server: Sendable {
 
     /// A descriptor the listener accepted; on the listener's loop.
     private func accepted(_ fd: Int32) {
-        let loop = connectionLoops[nextLoop.add(1, ordering: .relaxed).oldValue % connectionLoops.count]
+        let loop = nextConnectionLoop()
         if loop === listenerLoop {
             serve(fd, on: loop)
         } else {
             loop.execute { self.serve(fd, on: loop) }
         }
+    }
+
+    /// The next of the connection loops, round robin, skipping loops that cannot do I/O (a ring
+    /// that could not be made); the listener's own loop when none can.
+    private func nextConnectionLoop() -> EventLoop {
+        let start = nextLoop.add(1, ordering: .relaxed).oldValue
+        for offset in 0..<connectionLoops.count {
+            let loop = connectionLoops[(start + offset) % connectionLoops.count]
+            if loop === listenerLoop || loop.unavailable == nil { return loop }
+        }
+        return listenerLoop
     }
 
     private func serve(_ fd: Int32, on loop: EventLoop) {
@@ -242,9 +269,14 @@ public final class Server: Sendable {
         finishIfIdle()
     }
 
+    private func listenerClosed() {
+        state.withLock { $0.openListeners -= 1 }
+        finishIfIdle()
+    }
+
     private func finishIfIdle() {
         let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
-            guard state.closed, state.connections.isEmpty else { return [] }
+            guard state.isIdleAfterClose else { return [] }
             return state.closeWaiters.takeAll()
         }
         for waiter in waiters { waiter.resume() }

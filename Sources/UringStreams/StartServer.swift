@@ -136,17 +136,17 @@ private func makeServer(
     let listenerLoop: EventLoop
     let connectionLoops: [EventLoop]
     if let group {
-        listenerLoop = group.next()
+        listenerLoop = group.nextAvailable()
         connectionLoops = group.loops
     } else if let current = EventLoop.current {
         listenerLoop = current
         connectionLoops = [current]
     } else {
-        listenerLoop = EventLoopGroup.shared.next()
+        listenerLoop = EventLoopGroup.shared.nextAvailable()
         connectionLoops = EventLoopGroup.shared.loops
     }
     do {
-        try listenerLoop.requireRing()
+        try await listenerLoop.ensureRing()
     } catch {
         for fd in descriptors { close(fd) }
         throw error

@@ -133,7 +133,7 @@ struct EventLoopTests {
         let reason = "io_uring is disabled by the kernel.io_uring_disabled sysctl (value 2; EPERM)."
         let group = groupWithoutRing(reason)
         #expect(group.unavailableReason == .ioUringUnavailable(reason))
-        #expect(throws: StreamError.ioUringUnavailable(reason)) { try group.next().requireRing() }
+        await #expect(throws: StreamError.ioUringUnavailable(reason)) { try await group.next().ensureRing() }
         try await group.shutdown()
         let seccomp = RingError.setupFailure(errno: EPERM)
         #expect("\(seccomp)".contains("seccomp") || "\(seccomp)".contains("io_uring_disabled"))

@@ -84,6 +84,8 @@ void curing_set_current_loop(void *loop);
 
 /// An eventfd for waking a loop (sys/eventfd.h is not part of Swift's Glibc module).
 int curing_eventfd(void);
+/* dup3(from, to, O_CLOEXEC): Swift's Glibc module lacks dup3. */
+int curing_dup3_cloexec(int from, int to);
 /// Names the calling thread (a GNU extension Swift's Glibc module does not expose).
 void curing_set_thread_name(const char *name);
 

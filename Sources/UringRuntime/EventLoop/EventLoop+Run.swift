@@ -16,7 +16,8 @@ extension EventLoop {
         guard current == nil else {
             throw StreamError.invalidArgument("EventLoop.run cannot be called from a running event loop")
         }
-        let loop = try EventLoop(id: nextLoopID(), configuration: Configuration(), makeRing: defaultRing)
+        let configuration = Configuration()
+        let loop = try EventLoop(id: nextLoopID(), configuration: configuration, makeRing: defaultRing(configuration))
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()
         defer { CurrentLoopSlot.value = nil }
         let outcome = Locked<Result<T, any Error>?>(nil)
@@ -27,12 +28,19 @@ extension EventLoop {
             // Stop from inside the loop: a finished main task must not leave it asleep in the ring.
             loop.requestStop()
         }
-        try loop.runLoop { outcome.withLock { $0 != nil } }
-        loop.shutDownRing()
-        return try outcome.withLock { $0! }.get()
+        loop.runLoop { outcome.withLock { $0 != nil } }
+        guard let result = outcome.withLock({ $0 }) else {
+            // The ring failed before the main task finished; it goes on on the global executor.
+            throw loop.unavailable ?? stoppedError(loop.id)
+        }
+        return try result.get()
     }
 
-    static let defaultRing: RingFactory = { () throws(RingError) -> any RingBackend in try IOURing() }
+    /// A factory of real rings sized as `configuration` says.
+    static func defaultRing(_ configuration: Configuration) -> RingFactory {
+        let entries = configuration.validated.ringEntries
+        return { () throws(RingError) -> any RingBackend in try IOURing(entries: entries) }
+    }
 
     private static let loopIDs = Atomic<Int>(0)
     static func nextLoopID() -> Int { loopIDs.add(1, ordering: .relaxed).newValue }
@@ -48,10 +56,15 @@ final class LoopThread: @unchecked Sendable {
     private let finished = Locked<(done: Bool, waiters: [UnsafeContinuation<Void, Never>])>((false, []))
     private let configuration: EventLoop.Configuration
     private let makeRing: EventLoop.RingFactory
+    private let makeWakeDescriptor: @Sendable () -> Int32
 
-    init(configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory) {
+    init(
+        configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory,
+        makeWakeDescriptor: @escaping @Sendable () -> Int32
+    ) {
         self.configuration = configuration
         self.makeRing = makeRing
+        self.makeWakeDescriptor = makeWakeDescriptor
         sem_init(&started, 0, 0)
         let context = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(
@@ -72,26 +85,16 @@ final class LoopThread: @unchecked Sendable {
     }
 
     private func main() {
-        let loop: EventLoop
-        do {
-            loop = try EventLoop(
-                id: EventLoop.nextLoopID(), configuration: configuration, makeRing: makeRing, ringRequired: false)
-        } catch {
-            // Only the eventfd can fail here (ringRequired is false): out of descriptors.
-            preconditionFailure("UringStreams: cannot start an event loop: \(error)")
-        }
+        // Never throws without a required ring: a ring or eventfd that cannot be made leaves a loop
+        // that runs tasks and tries again when I/O asks.
+        let loop = try! EventLoop(
+            id: EventLoop.nextLoopID(), configuration: configuration, makeRing: makeRing,
+            makeWakeDescriptor: makeWakeDescriptor, ringRequired: false)
         SystemSupport.setThreadName("uring-loop-\(loop.id)")
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()
         self.loop = loop
         sem_post(&started)
-        do {
-            try loop.runLoop { false }
-        } catch {
-            // The ring failed beyond recovery; nothing can run on this loop any more.
-            let text = Array("UringStreams: event loop \(loop.id) stopped: \(error)\n".utf8)
-            _ = Glibc.write(2, text, text.count)
-        }
-        loop.shutDownRing()
+        loop.runLoop { false }
         CurrentLoopSlot.value = nil
         let waiters = finished.withLock { state in
             state.done = true

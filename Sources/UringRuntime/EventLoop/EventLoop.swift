@@ -9,20 +9,34 @@ import UringRing
 /// and an operation that task awaits is resumed from its completion on that same thread.
 ///
 /// Jobs enqueued on the loop thread go to a plain queue. Jobs from other threads go to a locked
-/// inbox, which wakes the loop (a completed eventfd read) only when the loop sleeps.
+/// inbox, which wakes the loop only when the loop sleeps.
+///
+/// Once the loop has stopped, work handed to it still runs: a task's jobs on Swift's global
+/// executor, a closure on the calling thread, one at a time, as if on the loop; its I/O fails.
 ///
 /// Corresponds to asyncio's event loop; `EventLoop.run` is `asyncio.run`.
 public final class EventLoop: @unchecked Sendable {
-    // Sendable: all mutable state below the inbox is touched only on the loop's own thread (the
-    // thread that created the ring, which SINGLE_ISSUER also enforces); other threads reach the loop
-    // only through `inbox` and `publishedStatistics`, both locked.
+    // Sendable: all mutable state below `publishedStatistics` is touched only on the loop's own
+    // thread (the thread that created the ring, which SINGLE_ISSUER also enforces), or after the
+    // loop stopped by one caller at a time under `afterStop`; other threads reach the loop only
+    // through `inbox`, `availability`, `afterStop` and `publishedStatistics`, all locked.
 
     struct Inbox {
         var work: [LoopWork] = []
         var sleeping = false
+        /// Set once the loop will never take work from the inbox again.
+        var stopped = false
+    }
+
+    /// Closures handed to the loop after it stopped, run by whichever caller finds none running.
+    struct AfterStop {
+        var queue: [@Sendable () -> Void] = []
+        var running = false
     }
 
     private let inbox = Locked(Inbox())
+    private let afterStop = Locked(AfterStop())
+    let availability: Locked<Availability>
     private let publishedStatistics = Locked(Statistics())
     private let stopRequested = Atomic<Bool>(false)
     // Copies can happen on any thread (a foreign task writing an array, a reader joining chunks).
@@ -30,31 +44,38 @@ public final class EventLoop: @unchecked Sendable {
     private let copiedOnReceive = Atomic<Int>(0)
 
     // Loop-thread state.
-    private(set) var ring: (any RingBackend)!
-    private(set) var bufferPool: ProvidedBufferPool!
-    /// Why this loop has no ring; it then still runs jobs, but every I/O entry point throws this.
-    let unavailable: StreamError?
-    private var local = WorkQueue()
+    var ring: (any RingBackend)!
+    var bufferPool: ProvidedBufferPool!
+    var local = WorkQueue()
     private var drained: [LoopWork] = []
-    private var completions: UnsafeMutableBufferPointer<Completion>
-    private let wakeFD: Int32
-    private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    private var endOfTurn: [any EndOfTurnWork] = []
+    let completions: UnsafeMutableBufferPointer<Completion>
+    /// The eventfd another thread writes to wake a loop sleeping in the ring; -1 without a ring.
+    var wakeFD: Int32 = -1
+    let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// What a loop without a ring sleeps on.
+    let wakeSemaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+    var endOfTurn: [any EndOfTurnWork] = []
     private var endOfTurnRunning: [any EndOfTurnWork] = []
     /// Targets the ring still holds (submitted, last completion not yet in).
-    private var operationsInFlight = 0
+    var operationsInFlight = 0
     /// Connections and listeners, aborted when the loop shuts down. Strong (no weak side tables
     /// on every transport): each one unregisters when its descriptor is closed.
-    private var resources: [ObjectIdentifier: any LoopResource] = [:]
+    var resources: [ObjectIdentifier: any LoopResource] = [:]
+    /// One-shot operations a task awaits, resumed by hand if the ring fails under them.
+    var pendingOperations: [ObjectIdentifier: PendingOperation] = [:]
     /// Set on the loop thread once shutdown began: nothing new is submitted.
     private(set) var isStopping = false
-    private var buffersWanted: [any EndOfTurnWork] = []
+    /// Set once the loop left its run loop for good (written before `inbox.stopped`).
+    private var hasStopped = false
+    var buffersWanted: [any EndOfTurnWork] = []
     private let messageScratch = MessageScratch()
     private var scratchWanted: [any EndOfTurnWork] = []
     var counters = Statistics()
     let configuration: Configuration
+    let makeRing: RingFactory
+    let makeWakeDescriptor: @Sendable () -> Int32
     /// Whether receives ask for bundles (configured and supported by the kernel).
-    private(set) var useReceiveBundles = false
+    var useReceiveBundles = false
     /// Sends of at least this many bytes go zero-copy; nil when off or unsupported. A kernel that
     /// refuses zero-copy sends turns it off for the loop.
     var zeroCopySendThreshold: Int?
@@ -67,43 +88,37 @@ public final class EventLoop: @unchecked Sendable {
     typealias RingFactory = @Sendable () throws(RingError) -> any RingBackend
 
     /// Creates the loop's state on the calling thread, which becomes the loop's thread. With
-    /// `ringRequired` false, a ring that cannot be made leaves the loop running jobs without one.
-    init(id: Int, configuration: Configuration, makeRing: RingFactory, ringRequired: Bool = true) throws(StreamError) {
+    /// `ringRequired` false, a ring (or eventfd) that cannot be made leaves the loop running jobs
+    /// without one; a transient cause (descriptors, memory) is tried again when I/O next asks.
+    init(
+        id: Int, configuration: Configuration, makeRing: @escaping RingFactory,
+        makeWakeDescriptor: @escaping @Sendable () -> Int32 = SystemSupport.makeEventFD, ringRequired: Bool = true
+    ) throws(StreamError) {
         self.id = id
-        let configuration = configuration.validated
-        self.configuration = configuration
+        self.configuration = configuration.validated
+        self.makeRing = makeRing
+        self.makeWakeDescriptor = makeWakeDescriptor
         completions = .allocate(capacity: 128)
-        wakeFD = SystemSupport.makeEventFD()
-        guard wakeFD >= 0 else {
-            completions.deallocate()
-            throw StreamError.system(errno: errno, operation: "eventfd")
-        }
-        do {
-            ring = try makeRing()
-            bufferPool = try ProvidedBufferPool(
-                ring: ring, group: 0, bufferCount: configuration.receiveBufferCount,
-                bufferSize: configuration.receiveBufferSize, incremental: configuration.incrementalReceiveBuffers)
-            useReceiveBundles = configuration.receiveBundles && ring.features.receiveBundles
-            zeroCopySendThreshold = ring.features.zeroCopySend ? configuration.zeroCopySendThreshold : nil
-            multishotReceiveLimit = UInt32(configuration.multishotReceiveLimit)
-            unavailable = nil
-        } catch {
-            ring = nil
-            guard !ringRequired else {
-                close(wakeFD)
-                completions.deallocate()
-                throw StreamError(error)
-            }
-            unavailable = StreamError(error)
-        }
+        sem_init(wakeSemaphore, 0, 0)
+        availability = Locked(.ready)
         endOfTurn.reserveCapacity(64)
         endOfTurnRunning.reserveCapacity(64)
         drained.reserveCapacity(64)
+        if let failure = setUpRing(), ringRequired {
+            releaseMemory()
+            throw failure
+        }
     }
 
     deinit {
+        releaseMemory()
+    }
+
+    private func releaseMemory() {
         completions.deallocate()
         wakeBuffer.deallocate()
+        sem_destroy(wakeSemaphore)
+        wakeSemaphore.deallocate()
     }
 
     /// The loop running on the calling thread, or nil off-loop.
@@ -118,18 +133,19 @@ public final class EventLoop: @unchecked Sendable {
         CurrentLoopSlot.value == Unmanaged.passUnretained(self).toOpaque()
     }
 
+    /// Traps in debug builds unless called on the loop's thread (SwiftNIO's `assertInEventLoop`).
+    @inline(__always)
+    func assertInEventLoop(file: StaticString = #fileID, line: UInt = #line) {
+        assert(inEventLoop, "must run on event loop \(id)", file: file, line: line)
+    }
+
     /// What this loop has done since it started (see ``Statistics``).
     public var statistics: Statistics {
-        if inEventLoop { publishStatistics() }
+        if inEventLoop && !hasStopped { publishStatistics() }
         return publishedStatistics.withLock { $0 }
     }
 
-    /// Throws why this loop cannot do I/O, if it cannot.
-    package func requireRing() throws(StreamError) {
-        if let unavailable { throw unavailable }
-    }
-
-    private func publishStatistics() {
+    func publishStatistics() {
         var snapshot = counters
         let ringCounters = ring?.counters ?? RingCounters()
         snapshot.submissions = ringCounters.submissions
@@ -152,40 +168,90 @@ public final class EventLoop: @unchecked Sendable {
 
     // MARK: Handing work to the loop
 
-    /// Runs `work` on the loop thread, after the work already handed over; from any thread.
+    /// Runs `work` on the loop thread, after the work already handed over; from any thread. After
+    /// the loop stopped, `work` runs on the calling thread instead, never at the same time as
+    /// other work handed to this loop.
     public func execute(_ work: @escaping @Sendable () -> Void) {
         enqueue(.closure(work))
     }
 
     func enqueue(_ work: LoopWork) {
-        if inEventLoop {
+        if inEventLoop && !hasStopped {
             local.append(work)
             return
         }
-        let wake = inbox.withLock { inbox -> Bool in
+        // The eventfd is written under the lock: the loop closes it under the same lock once
+        // stopped, so a wake-up never reaches a closed (or reused) descriptor.
+        let stopped = inbox.withLock { inbox -> Bool in
+            if inbox.stopped { return true }
             inbox.work.append(work)
-            guard inbox.sleeping else { return false }
-            inbox.sleeping = false
-            return true
+            if inbox.sleeping {
+                inbox.sleeping = false
+                wakeUp()
+            }
+            return false
         }
-        if wake { wakeUp() }
+        if stopped { runAfterStop(work) }
     }
 
+    /// Sets the eventfd other threads wake the loop with; under the inbox lock, where they read it.
+    func setWakeDescriptor(_ fd: Int32) {
+        inbox.withLock { _ in wakeFD = fd }
+    }
+
+    /// Wakes the sleeping loop; under the inbox lock.
     private func wakeUp() {
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
+        if wakeFD >= 0 {
+            var one: UInt64 = 1
+            _ = Glibc.write(wakeFD, &one, 8)
+        } else {
+            sem_post(wakeSemaphore)
+        }
+    }
+
+    /// Work for a loop that stopped: a task's job goes to Swift's global executor (the task keeps
+    /// running; its loop operations fail), a closure runs here, one at a time, as if on the loop.
+    private func runAfterStop(_ work: LoopWork) {
+        let closure: @Sendable () -> Void
+        switch work {
+        case .job(let job):
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+            return
+        case .closure(let work):
+            closure = work
+        }
+        let runHere = afterStop.withLock { state -> Bool in
+            state.queue.append(closure)
+            if state.running { return false }
+            state.running = true
+            return true
+        }
+        guard runHere else { return }
+        let previous = CurrentLoopSlot.value
+        CurrentLoopSlot.value = Unmanaged.passUnretained(self).toOpaque()
+        while let next = afterStop.withLock({ state -> (@Sendable () -> Void)? in
+            if state.queue.isEmpty {
+                state.running = false
+                return nil
+            }
+            return state.queue.removeFirst()
+        }) {
+            next()
+        }
+        CurrentLoopSlot.value = previous
     }
 
     /// Asks the loop to leave its run loop after the work it has; from any thread.
     func requestStop() {
         stopRequested.store(true, ordering: .releasing)
-        let wake = inbox.withLock { inbox -> Bool in
-            let wasSleeping = inbox.sleeping
+        inbox.withLock { inbox in
+            guard inbox.sleeping else { return }
             inbox.sleeping = false
-            return wasSleeping
+            wakeUp()
         }
-        if wake { wakeUp() }
     }
+
+    var isStopRequested: Bool { stopRequested.load(ordering: .acquiring) }
 
     /// Runs `work` at the end of the current loop turn, once per registration (flushes coalesce).
     func runAtEndOfTurn(_ work: any EndOfTurnWork) {
@@ -201,12 +267,17 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Queues `submission`; its completions go to `target` with `tag`. Returns the user data, which
     /// names the operation for a later cancel. The loop keeps `target` alive until the last one.
+    /// Without a ring (stopped, or the ring failed) the operation ends at once as cancelled.
     @discardableResult
     func submit(_ submission: Submission, target: CompletionTarget, tag: UInt64) -> UInt64 {
         operationsInFlight += 1
         let address = UInt64(UInt(bitPattern: Unmanaged.passRetained(target).toOpaque()))
         let userData = address | tag
-        ring.prepare(submission, userData: userData)
+        if let ring {
+            ring.prepare(submission, userData: userData)
+        } else {
+            enqueue(.closure { self.dispatch(Completion(userData: userData, result: -ECANCELED)) })
+        }
         return userData
     }
 
@@ -219,40 +290,10 @@ public final class EventLoop: @unchecked Sendable {
         operationsInFlight -= 1
     }
 
-    /// Queues `submission` whose completion nobody needs (a cancel request, a final close).
+    /// Queues `submission` whose completion nobody needs (a cancel request, a final close); without
+    /// a ring there is nothing to cancel.
     func submitIgnoringResult(_ submission: Submission) {
-        ring.prepare(submission, userData: ReservedUserData.ignored)
-    }
-
-    // MARK: Running
-
-    /// Runs turns until `isDone` is true after a turn, or the loop is asked to stop.
-    func runLoop(until isDone: () -> Bool) throws(StreamError) {
-        if ring != nil { armWake() }
-        while !isDone() && !stopRequested.load(ordering: .acquiring) {
-            if ring != nil { try turn() } else { turnWithoutRing() }
-        }
-        try finishOutstandingWork()
-    }
-
-    /// What asyncio.run does with leftover tasks: every connection and listener of the loop is
-    /// aborted and every operation in flight cancelled, so the tasks waiting on them resume (with
-    /// EOF, an error or CancellationError) and can finish; the loop turns until nothing is left in
-    /// the ring. Nothing submitted after this point reaches the kernel.
-    private func finishOutstandingWork() throws(StreamError) {
-        runQueuedWork()
-        guard ring != nil else { return }
-        isStopping = true
-        for resource in Array(resources.values) { resource.abortForShutdown() }
-        resources.removeAll()
-        submitIgnoringResult(.cancelEverything)
-        // Bounded: an operation the kernel does not cancel must not keep the thread forever.
-        var turns = 0
-        while operationsInFlight > 0 || !local.isEmpty || !endOfTurn.isEmpty, turns < 10_000 {
-            try turn()
-            turns += 1
-        }
-        runQueuedWork()
+        ring?.prepare(submission, userData: ReservedUserData.ignored)
     }
 
     /// Registers a connection or listener to abort when the loop shuts down; on the loop thread.
@@ -265,62 +306,9 @@ public final class EventLoop: @unchecked Sendable {
         resources[ObjectIdentifier(resource)] = nil
     }
 
-    private func armWake() {
-        ring.prepare(
-            .read(fd: wakeFD, buffer: UnsafeMutableRawPointer(wakeBuffer), length: 8), userData: ReservedUserData.wake)
-    }
+    // MARK: Running work
 
-    private func turn() throws(StreamError) {
-        runQueuedWork()
-        takeInbox()
-        runEndOfTurnWork()
-
-        var sleep = local.isEmpty && endOfTurn.isEmpty
-        if sleep {
-            if bufferPool.hasOutstanding, bufferPool.recycle() > 0 { resumeBufferWaiters() }
-            sleep = local.isEmpty && endOfTurn.isEmpty
-        }
-        if sleep {
-            publishStatistics()
-            sleep = inbox.withLock { inbox -> Bool in
-                guard inbox.work.isEmpty else { return false }
-                inbox.sleeping = true
-                return true
-            }
-        } else if bufferPool.available < bufferPool.bufferCount / 4 || !buffersWanted.isEmpty {
-            if bufferPool.recycle() > 0 { resumeBufferWaiters() }
-        }
-        do {
-            // Once stopping, everything in flight was cancelled, so waiting for it cannot hang; with
-            // nothing in flight there is nothing to wait for (the wake-up read is not re-armed).
-            let block = sleep && (isStopping ? operationsInFlight > 0 : !stopRequested.load(ordering: .relaxed))
-            try ring.submit(waitingFor: block ? 1 : 0)
-        } catch {
-            throw StreamError(error)
-        }
-        releaseMessageScratch()
-        if sleep { inbox.withLock { $0.sleeping = false } }
-        reapCompletions()
-    }
-
-    /// A turn of a loop that has no ring: run work, then block on the eventfd until woken.
-    private func turnWithoutRing() {
-        runQueuedWork()
-        takeInbox()
-        guard local.isEmpty else { return }
-        let sleep = inbox.withLock { inbox -> Bool in
-            guard inbox.work.isEmpty else { return false }
-            inbox.sleeping = true
-            return true
-        }
-        if sleep && !stopRequested.load(ordering: .acquiring) {
-            var value: UInt64 = 0
-            _ = Glibc.read(wakeFD, &value, 8)
-        }
-        inbox.withLock { $0.sleeping = false }
-    }
-
-    private func runQueuedWork() {
+    func runQueuedWork() {
         // Bounded so a task that keeps re-enqueueing itself cannot starve I/O.
         var budget = 4096
         while budget > 0, let work = local.popFirst() {
@@ -344,7 +332,8 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
-    private func takeInbox() {
+    /// Moves what other threads handed over into the local queue and runs it.
+    func takeInbox() {
         inbox.withLock { inbox in
             guard !inbox.work.isEmpty else { return }
             swap(&inbox.work, &drained)
@@ -355,7 +344,20 @@ public final class EventLoop: @unchecked Sendable {
         runQueuedWork()
     }
 
-    private func runEndOfTurnWork() {
+    /// Marks the loop asleep unless work arrived; returns whether it may sleep.
+    func enterSleep() -> Bool {
+        inbox.withLock { inbox -> Bool in
+            guard inbox.work.isEmpty else { return false }
+            inbox.sleeping = true
+            return true
+        }
+    }
+
+    func leaveSleep() {
+        inbox.withLock { $0.sleeping = false }
+    }
+
+    func runEndOfTurnWork() {
         // Two arrays taking turns: copying one and emptying it while the copy is alive would
         // allocate a fresh buffer on every turn (it was the one malloc per echoed message).
         while !endOfTurn.isEmpty {
@@ -365,6 +367,35 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// Starts shutting down: from now on nothing new is submitted.
+    func beginStopping() {
+        isStopping = true
+    }
+
+    /// Closes the inbox for good, once the loop will never turn again: what is still in it, and
+    /// everything handed over later, runs as work for a stopped loop. Closes the eventfd under the
+    /// inbox lock, so no wake-up can reach it afterwards.
+    func closeInbox() {
+        runQueuedWork()
+        hasStopped = true
+        availability.withLock { $0 = .stopped }
+        let leftover = inbox.withLock { inbox -> [LoopWork] in
+            inbox.stopped = true
+            inbox.sleeping = false
+            if wakeFD >= 0 {
+                close(wakeFD)
+                wakeFD = -1
+            }
+            defer { inbox.work = [] }
+            return inbox.work
+        }
+        var remaining = leftover
+        while let work = local.popFirst() { remaining.append(work) }
+        for work in remaining { runAfterStop(work) }
+    }
+
+    // MARK: Message scratch
+
     /// Room for one send's header and iovecs until the next submit, or nil when the scratch is full
     /// (then `work` runs once it has room again).
     func takeMessageScratch(orWait work: any EndOfTurnWork) -> (
@@ -372,7 +403,7 @@ public final class EventLoop: @unchecked Sendable {
     )? {
         if messageScratch.hasRoom { return messageScratch.take() }
         // Hand what is queued to the kernel, which copies the headers, and start over.
-        try? ring.submit(waitingFor: 0)
+        try? ring?.submit(waitingFor: 0)
         releaseMessageScratch()
         if messageScratch.hasRoom { return messageScratch.take() }
         scratchWanted.append(work)
@@ -383,22 +414,27 @@ public final class EventLoop: @unchecked Sendable {
         messageScratch.returnUnused(iovecs)
     }
 
-    private func releaseMessageScratch() {
-        guard ring.pendingSubmissions == 0 else { return }
+    /// Starts the scratch over once the kernel consumed every queued entry (their headers were
+    /// copied then); entries it left queued still point into it.
+    func releaseMessageScratch() {
+        guard (ring?.pendingSubmissions ?? 0) == 0 else { return }
         messageScratch.reset()
         guard !scratchWanted.isEmpty else { return }
         for work in scratchWanted { runAtEndOfTurn(work) }
         scratchWanted.removeAll(keepingCapacity: true)
     }
 
-    private func resumeBufferWaiters() {
+    func resumeBufferWaiters() {
         guard !buffersWanted.isEmpty else { return }
         let waiting = buffersWanted
         buffersWanted.removeAll(keepingCapacity: true)
         for work in waiting { work.endOfTurn() }
     }
 
-    private func reapCompletions() {
+    // MARK: Completions
+
+    func reapCompletions() {
+        guard let ring else { return }
         while true {
             let count = ring.reap(into: completions)
             if count == 0 { return }
@@ -408,7 +444,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     @inline(__always)
-    private func dispatch(_ completion: Completion) {
+    func dispatch(_ completion: Completion) {
         switch completion.userData {
         case ReservedUserData.ignored:
             return
@@ -428,12 +464,9 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Tears down the ring; on the loop thread, after the last turn.
-    func shutDownRing() {
-        if let ring { bufferPool.close(ring: ring) }
-        bufferPool = nil
-        ring = nil
-        close(wakeFD)
+    func armWake() {
+        ring?.prepare(
+            .read(fd: wakeFD, buffer: UnsafeMutableRawPointer(wakeBuffer), length: 8), userData: ReservedUserData.wake)
     }
 }
 
@@ -446,4 +479,7 @@ protocol EndOfTurnWork: AnyObject {
 protocol LoopResource: AnyObject {
     /// Closes at once, failing whatever waits on it; on the loop thread.
     func abortForShutdown()
+    /// Closes at once after the ring failed: no completion of its operations will come, so it
+    /// treats them as ended and fails whatever waits with `error`; on the loop thread.
+    func abortAfterRingFailure(_ error: StreamError)
 }

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import UringRing
 
 /// A set of event loops, one thread and one ring each; usually one per core.
 ///
@@ -20,7 +21,8 @@ public final class EventLoopGroup: Sendable {
     ///
     /// - Parameter loopCount: How many loops (threads) to start; values below 1 start one.
     public convenience init(loopCount: Int) {
-        self.init(loopCount: loopCount, configuration: EventLoop.Configuration(), makeRing: EventLoop.defaultRing)
+        let configuration = EventLoop.Configuration()
+        self.init(loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing(configuration))
     }
 
     /// Starts `loopCount` loops with `configuration` (receive buffers, zero-copy sends; see
@@ -31,15 +33,25 @@ public final class EventLoopGroup: Sendable {
     ///   - configuration: The loops' settings; `EventLoop.Configuration()` gives the defaults with
     ///     any environment overrides.
     public convenience init(loopCount: Int, configuration: EventLoop.Configuration) {
-        self.init(loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing)
+        self.init(loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing(configuration))
     }
 
-    init(loopCount: Int, configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory) {
-        threads = (0..<max(1, loopCount)).map { _ in LoopThread(configuration: configuration, makeRing: makeRing) }
+    /// Starts loops whose rings (and wake-up descriptors) come from the given factories, so tests
+    /// can script the ring or make set-up fail.
+    init(
+        loopCount: Int, configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory,
+        makeWakeDescriptor: @escaping @Sendable () -> Int32 = SystemSupport.makeEventFD
+    ) {
+        threads = (0..<max(1, loopCount)).map { _ in
+            LoopThread(configuration: configuration, makeRing: makeRing, makeWakeDescriptor: makeWakeDescriptor)
+        }
     }
 
-    /// Why the loops cannot do I/O, or nil when io_uring works.
-    public var unavailableReason: StreamError? { threads.first?.loop?.unavailable }
+    /// Why the loops cannot do I/O, or nil when at least one of them can.
+    public var unavailableReason: StreamError? {
+        let reasons = loops.map(\.unavailable)
+        return reasons.contains { $0 == nil } ? nil : reasons.first ?? nil
+    }
 
     /// The group shared by every caller that is not on a loop: one loop per core, started on first
     /// use and never shut down.
@@ -51,6 +63,17 @@ public final class EventLoopGroup: Sendable {
         return threads[index % threads.count].loop!
     }
 
+    /// The next loop, round robin, that can do I/O now; the next loop at all when none can (its
+    /// ``EventLoop`` then says why, and may make its ring again).
+    package func nextAvailable() -> EventLoop {
+        let start = nextIndex.add(1, ordering: .relaxed).oldValue
+        for offset in 0..<threads.count {
+            let loop = threads[(start + offset) % threads.count].loop!
+            if loop.unavailable == nil { return loop }
+        }
+        return threads[start % threads.count].loop!
+    }
+
     /// Sums the statistics of every loop.
     public var statistics: EventLoop.Statistics {
         loops.reduce(EventLoop.Statistics()) { $0 + $1.statistics }
@@ -58,8 +81,13 @@ public final class EventLoopGroup: Sendable {
 
     /// Stops every loop and waits until their threads have finished.
     ///
-    /// Work already queued on a loop runs first; operations still waiting then are abandoned with
-    /// the loop (asyncio cancels leftover tasks when `asyncio.run` ends).
+    /// Work already queued on a loop runs first; then, as when `asyncio.run` ends, every connection
+    /// and listener of the loop is aborted and every operation still waiting ends (cancelled), so
+    /// the tasks waiting on them resume. May be awaited from any task, also one running on this
+    /// group: such a task, and any later work handed to a stopped loop, goes on running on Swift's
+    /// global executor, and I/O on a stopped loop throws.
+    ///
+    /// Corresponds to closing asyncio's loops (`loop.close()` after `asyncio.run`'s clean-up).
     public func shutdown() async throws {
         for thread in threads { await thread.stop() }
     }

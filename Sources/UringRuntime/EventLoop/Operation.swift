@@ -9,9 +9,18 @@ final class PendingOperation: CompletionTarget {
     private(set) var userData: UInt64 = 0
     private var inFlight = false
 
+    private weak var loop: EventLoop?
+
     package override func complete(_ completion: Completion, tag: UInt64) {
         inFlight = false
+        loop?.pendingOperations[ObjectIdentifier(self)] = nil
         continuation.take()?.resume(returning: completion.result)
+    }
+
+    /// The ring failed and no completion will come: resumes the waiting task with `-ESHUTDOWN`.
+    func abandon() {
+        inFlight = false
+        continuation.take()?.resume(returning: -ESHUTDOWN)
     }
 
     func cancel(on loop: EventLoop) {
@@ -23,13 +32,16 @@ final class PendingOperation: CompletionTarget {
     {
         self.continuation = continuation
         inFlight = true
+        self.loop = loop
+        loop.pendingOperations[ObjectIdentifier(self)] = self
         userData = loop.submit(submission, target: self, tag: 0)
     }
 }
 
 extension EventLoop {
     /// Submits `submission` and waits for its completion; returns its result (a negative errno on
-    /// failure, `-ECANCELED` when the task was cancelled while it waited). On the loop thread only.
+    /// failure, `-ECANCELED` when the task was cancelled while it waited, `-ESHUTDOWN` when the
+    /// ring failed meanwhile: ``ringFailure`` says why). On the loop thread only.
     func perform(_ submission: Submission) async -> Int32 {
         precondition(inEventLoop, "perform must run on its loop")
         if Task.isCancelled || isStopping { return -ECANCELED }
@@ -54,7 +66,7 @@ extension EventLoop {
     ///
     /// Corresponds to asyncio `asyncio.sleep(delay)`; unlike `Task.sleep`, the task stays on the loop.
     public func sleep(for duration: Duration) async throws {
-        try requireRing()
+        try await ensureRing()
         if !inEventLoop {
             try await withTaskExecutorPreference(self) { try await self.sleep(for: duration) }
             return
@@ -66,7 +78,11 @@ extension EventLoop {
         timespec[1] = attoseconds / 1_000_000_000
         let result = await perform(.timeout(timespec: UnsafeMutableRawPointer(timespec)))
         if result == -ECANCELED { throw CancellationError() }
+        if result == -ESHUTDOWN { throw ringFailure }
     }
+
+    /// Why an operation ended with `-ESHUTDOWN`: the ring's failure, or the loop's shutdown.
+    var ringFailure: StreamError { unavailable ?? Self.stoppedError(id) }
 }
 
 /// Carries an operation into a `@Sendable` cancel handler.

@@ -18,6 +18,7 @@ extension EventLoop {
             let length = address.fill(&storage.pointee)
             let result = await perform(.connect(fd: fd, address: UnsafeRawPointer(storage), length: length))
             if result == -ECANCELED && Task.isCancelled { throw CancellationError() }
+            if result == -ESHUTDOWN { throw ringFailure }
             if result < 0 { throw StreamError.from(errno: -result, operation: "connect(\(address))") }
             if address.family != .unix {
                 // Small writes go out at once, as asyncio sets TCP_NODELAY on its transports.

@@ -6,33 +6,46 @@ import UringRing
 package final class Listener: CompletionTarget, LoopResource, @unchecked Sendable {
     // Sendable: every mutable field is touched only on `loop`'s thread.
     package let loop: EventLoop
-    package let fileDescriptor: Int32
+    package let descriptor: ListeningDescriptor
     private let onAccept: (Int32) -> Void
+    private let onClosed: () -> Void
     private var armed = false
     private var stopping = false
     private var closed = false
     private var acceptUserData: UInt64 = 0
     private var retryPending = false
+    /// Unexpected accept errors in a row: each waits longer before the accept is armed again.
+    private var unexpectedErrors = 0
 
-    /// `onAccept` runs on `loop`'s thread for every accepted descriptor, which it then owns.
-    package init(loop: EventLoop, fileDescriptor: Int32, onAccept: @escaping (Int32) -> Void) {
+    /// `onAccept` runs on `loop`'s thread for every accepted descriptor, which it then owns;
+    /// `onClosed` once the listener has closed its descriptor (the socket is gone then).
+    package init(
+        loop: EventLoop, descriptor: ListeningDescriptor, onAccept: @escaping (Int32) -> Void,
+        onClosed: @escaping () -> Void
+    ) {
         self.loop = loop
-        self.fileDescriptor = fileDescriptor
+        self.descriptor = descriptor
         self.onAccept = onAccept
+        self.onClosed = onClosed
     }
 
-    /// Starts accepting; on the loop thread.
+    /// Starts accepting; on the loop thread. A listener whose loop stopped, or whose descriptor
+    /// was released meanwhile, closes instead.
     package func start() {
-        precondition(loop.inEventLoop)
-        guard !armed, !stopping, !loop.isStopping else { return }
+        loop.assertInEventLoop()
+        guard !armed, !stopping, !closed else { return }
+        guard !loop.isStopping else { return close() }
+        let started = descriptor.startAccepting { fd in
+            acceptUserData = loop.submit(.accept(fd: fd, multishot: true), target: self, tag: 0)
+        }
+        guard started else { return close() }
         loop.register(self)
         armed = true
-        acceptUserData = loop.submit(.accept(fd: fileDescriptor, multishot: true), target: self, tag: 0)
     }
 
     /// Stops accepting and closes the socket once the accept is gone; on the loop thread.
     package func close() {
-        precondition(loop.inEventLoop)
+        loop.assertInEventLoop()
         guard !closed, !stopping else { return }
         stopping = true
         if armed { loop.submitIgnoringResult(.cancel(target: acceptUserData)) }
@@ -42,14 +55,19 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
     private func finishIfIdle() {
         guard stopping, !armed, !closed else { return }
         closed = true
-        Glibc.close(fileDescriptor)
+        descriptor.closeNumber()
         loop.unregister(self)
+        onClosed()
     }
 
     package override func complete(_ completion: Completion, tag: UInt64) {
-        if !completion.hasMore { armed = false }
+        if !completion.hasMore {
+            armed = false
+            descriptor.acceptEnded()
+        }
         let result = completion.result
         if result >= 0 {
+            unexpectedErrors = 0
             if stopping {
                 Glibc.close(result)
             } else {
@@ -63,13 +81,27 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
         }
         switch -result {
         case EINVAL, EBADF, ENOTSOCK:
-            // The socket no longer listens: Server.close shuts it down from any thread before its
-            // close reaches this loop. Re-arming would spin on the same error until then.
-            return
+            // The socket no longer listens: Server.close released it from another thread before
+            // its close reached this loop. Re-arming would spin on the same error until then.
+            close()
+        case ECANCELED:
+            // Cancelled without our asking (the loop is stopping): done.
+            close()
         case EMFILE, ENFILE, ENOBUFS, ENOMEM:
             // Out of descriptors or memory: retry after a second, as asyncio does, instead of spinning.
-            retryLater()
+            retryLater(after: .seconds(1))
+        case let error where error > 0:
+            // Anything else (a connection that failed while queued: ECONNABORTED, EPROTO, EPERM
+            // from a firewall...) is about one connection: accept again, but back off when it
+            // keeps coming, so a persistent error cannot make the loop spin.
+            unexpectedErrors += 1
+            if unexpectedErrors < 3 {
+                start()
+            } else {
+                retryLater(after: .milliseconds(min(1000, 10 << min(unexpectedErrors - 3, 7))))
+            }
         default:
+            // The kernel ended the multishot accept on its own (a full completion queue): again.
             start()
         }
     }
@@ -78,11 +110,18 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
         close()
     }
 
-    private func retryLater() {
+    func abortAfterRingFailure(_ error: StreamError) {
+        // The accept will never complete: it is over as far as this side knows.
+        armed = false
+        stopping = true
+        finishIfIdle()
+    }
+
+    private func retryLater(after delay: Duration) {
         guard !retryPending else { return }
         retryPending = true
         Task(executorPreference: loop) { [self] in
-            try? await loop.sleep(for: .seconds(1))
+            try? await loop.sleep(for: delay)
             retryPending = false
             start()
         }

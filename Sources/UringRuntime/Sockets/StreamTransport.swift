@@ -112,6 +112,21 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         abort()
     }
 
+    func abortAfterRingFailure(_ error: StreamError) {
+        // No completion will come: the receive and the send are over as far as this side knows.
+        state.withLock { state in
+            if state.lostError == nil { state.lostError = error }
+            state.closing = true
+            state.aborting = true
+            state.queue.removeAll()
+            state.buffered = 0
+            state.sendInFlight = false
+        }
+        receiveArmed = false
+        closeStarted = true
+        tryFinishClose()
+    }
+
     // MARK: Writing
 
     /// Queues `bytes` for sending without copying them. Never blocks; after `close()` or
@@ -242,9 +257,13 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         let drained = state.withLock { state -> [UnsafeContinuation<Void, any Error>] in
             state.sendInFlight = false
             state.queue.consume(Int(result))
-            // An aborted connection kept the chunks this send read; nothing else goes out now.
-            if state.aborting { state.queue.removeAll() }
-            state.buffered -= Int(result)
+            // An aborted connection kept the chunks this send read; nothing else goes out now, and
+            // its write buffer was emptied when it aborted (asyncio's abort clears the buffer).
+            if state.aborting {
+                state.queue.removeAll()
+            } else {
+                state.buffered -= Int(result)
+            }
             guard state.buffered <= state.low else { return [] }
             return state.drainWaiters.takeAll()
         }

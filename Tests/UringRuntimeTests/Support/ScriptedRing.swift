@@ -31,6 +31,8 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
         var pending = 0
         /// Operations submitted and not finished: what a cancel-everything completes.
         var outstanding: [UInt64] = []
+        /// The errno every submit throws from now on (a ring that failed beyond recovery).
+        var fatalError: Int32?
     }
 
     private let shared = Locked(Shared())
@@ -95,6 +97,9 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
     }
 
     func submit(waitingFor minimumCompletions: Int) throws(RingError) {
+        if let code = shared.withLock({ $0.fatalError }) {
+            throw .system(errno: code, operation: "io_uring_enter")
+        }
         shared.withLock {
             $0.counters.enterCalls += 1
             $0.counters.submissions += $0.pending
@@ -174,6 +179,11 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
             state.ready.append(Completion(userData: userData, result: Int32(bytes.count), flags: flags))
             if !more, let index = state.outstanding.firstIndex(of: userData) { state.outstanding.remove(at: index) }
         }
+    }
+
+    /// Makes every later submit fail with `errno`, as a ring that broke beyond recovery.
+    func failSubmissions(errno: Int32) {
+        shared.withLock { $0.fatalError = errno }
     }
 
     /// Buffers the application has made available to the "kernel" and it has not used.

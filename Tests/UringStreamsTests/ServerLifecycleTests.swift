@@ -1,0 +1,133 @@
+import Glibc
+import Synchronization
+import Testing
+import UringStreams
+
+@testable import UringRing
+@testable import UringRuntime
+
+/// A server's descriptors and loops at the edges of their lives: closing after the group shut
+/// down, closing while it starts serving, binding the port again after waitClosed, and a loop
+/// whose ring could not be made.
+@Suite(.timeLimit(.minutes(1)))
+struct ServerLifecycleTests {
+    /// After the group shut down, the listening descriptor is closed and its number may belong to
+    /// someone else: closing the server must not shut that down.
+    @Test func closeAfterTheGroupShutDownLeavesReusedDescriptorsAlone() async throws {
+        try await withDeadline {
+            // Parallel tests may take the freed number first: try a few servers until one's number
+            // is ours to take.
+            var checked = false
+            for _ in 0..<5 where !checked {
+                let group = EventLoopGroup(loopCount: 1)
+                let server = try await startServer(host: "127.0.0.1", port: 0, on: group) { _, writer in
+                    writer.close()
+                }
+                let port = try #require(server.addresses.first).port
+                let listening = try #require(descriptorBound(toPort: port))
+                try await group.shutdown()
+                // The loop's shutdown closed the listener; take its number for a socket pair.
+                let (a, b) = try RawSocket.pair()
+                defer { RawSocket.close(b) }
+                // F_DUPFD takes the lowest free number from `listening` on: never someone else's.
+                let taken = fcntl(a, F_DUPFD_CLOEXEC, listening)
+                guard taken == listening else {
+                    if taken >= 0 { RawSocket.close(taken) }
+                    RawSocket.close(a)
+                    server.close()
+                    continue
+                }
+                RawSocket.close(a)
+                defer { RawSocket.close(listening) }
+                server.close()
+                await server.waitClosed()
+                try RawSocket.writeAll(listening, utf8("x"))
+                try RawSocket.writeAll(b, utf8("y"))
+                #expect(try RawSocket.read(b, timeoutMilliseconds: 1_000) == utf8("x"))
+                #expect(try RawSocket.read(listening, timeoutMilliseconds: 1_000) == utf8("y"))
+                checked = true
+            }
+            #expect(checked, "the listener's number was never free after the shutdown")
+        }
+    }
+
+    /// The descriptor of this process bound to TCP `port`, found by asking each open one.
+    private func descriptorBound(toPort port: Int) -> Int32? {
+        for fd in Int32(0)..<4096 where fcntl(fd, F_GETFD) >= 0 {
+            if (try? RawSocket.localPort(of: fd)) == port { return fd }
+        }
+        return nil
+    }
+
+    /// startServing and close racing: whoever wins, no listener keeps accepting afterwards and the
+    /// descriptor is closed once.
+    @Test func startServingRacingCloseLeavesNothingListening() async throws {
+        try await withDeadline(30) {
+            for _ in 0..<40 {
+                let server = try await startServer(host: "127.0.0.1", port: 0, startServing: false) { _, writer in
+                    writer.close()
+                }
+                let port = try #require(server.addresses.first).port
+                async let serving: Void = { try? await server.startServing() }()
+                server.close()
+                await serving
+                await server.waitClosed()
+                #expect(throws: SystemCallFailed.self) { RawSocket.close(try RawSocket.connectTCP(port: port)) }
+            }
+        }
+    }
+
+    /// asyncio closes the listening sockets in close(): once waitClosed returns, the port can be
+    /// bound again, even without SO_REUSEADDR.
+    @Test func thePortCanBeBoundAgainAfterWaitClosed() async throws {
+        try await withDeadline(30) {
+            for _ in 0..<20 {
+                // A port asked for by number stays bound to its socket until that socket is closed
+                // (port 0 would be given back by shutdown already).
+                var server: Server?
+                var port = 0
+                for _ in 0..<5 where server == nil {
+                    port = try RawSocket.unusedPort()
+                    server = try? await startServer(host: "127.0.0.1", port: port) { _, writer in writer.close() }
+                }
+                let started = try #require(server)
+                started.close()
+                await started.waitClosed()
+                let descriptor = socket(AF_INET, RawSocket.streamType, 0)
+                defer { RawSocket.close(descriptor) }
+                #expect(throws: Never.self) { try RawSocket.bindLoopback(descriptor, ipv6: false, port: port) }
+            }
+        }
+    }
+
+    /// A group whose second loop has no ring (RLIMIT_MEMLOCK, say): accepted connections go to
+    /// the loops that can serve them.
+    @Test func connectionsSkipALoopWithoutARing() async throws {
+        try await withDeadline {
+            let made = Atomic<Int>(0)
+            let real = EventLoop.defaultRing(.init())
+            let group = EventLoopGroup(
+                loopCount: 2, configuration: .init(),
+                makeRing: { () throws(RingError) -> any RingBackend in
+                    if made.add(1, ordering: .relaxed).oldValue == 1 { throw RingError.unavailable(reason: "no ring") }
+                    return try real()
+                })
+            let working = try #require(group.loops.first { $0.unavailable == nil })
+            let servedOn = Locked<[Int]>([])
+            let server = try await startServer(host: "127.0.0.1", port: 0, on: group) { reader, writer in
+                servedOn.update { $0.append(EventLoop.current?.id ?? -1) }
+                await echoLinesUntilEOF(reader, writer)
+            }
+            let port = try #require(server.addresses.first).port
+            for i in 0..<6 {
+                let (reader, writer) = try await openConnection(host: "127.0.0.1", port: port)
+                #expect(try await roundTrip("line \(i)\n", reader: reader, writer: writer) == "line \(i)\n")
+                writer.close()
+            }
+            #expect(servedOn.value == Array(repeating: working.id, count: 6))
+            server.close()
+            await server.waitClosed()
+            try await group.shutdown()
+        }
+    }
+}
