@@ -76,6 +76,40 @@ struct DataPathTests {
         }
     }
 
+    /// A ring of 2 submission and 16 completion entries under 24 connections echoing at once:
+    /// submissions wait for room, completions overflow the queue, multishot receives and accepts
+    /// end without IORING_CQE_F_MORE and must be armed again. Nothing is lost or reordered.
+    @Test func aTinyRingCarriesManyConnections() async throws {
+        try await withDeadline(60) {
+            var configuration = EventLoop.Configuration()
+            configuration.ringEntries = 2
+            let group = EventLoopGroup(loopCount: 1, configuration: configuration)
+            let loop = group.next()
+            try await withTaskExecutorPreference(loop) {
+                let server = try await startServer(host: "127.0.0.1", port: 0, clientConnected: echoLinesUntilEOF)
+                let port = try #require(server.addresses.first).port
+                try await withThrowingTaskGroup(of: Bool.self) { tasks in
+                    for connection in 0..<24 {
+                        tasks.addTask {
+                            let (reader, writer) = try await openConnection(host: "127.0.0.1", port: port)
+                            var intact = true
+                            for line in 0..<50 {
+                                let text = "\(connection):\(line)\n"
+                                intact = try await roundTrip(text, reader: reader, writer: writer) == text && intact
+                            }
+                            writer.close()
+                            return intact
+                        }
+                    }
+                    for try await intact in tasks { #expect(intact) }
+                }
+                server.close()
+                await server.waitClosed()
+            }
+            try await group.shutdown()
+        }
+    }
+
     @Test func aSlowReaderDoesNotStarveOtherConnectionsOfBuffers() async throws {
         try await withDeadline(60) {
             var configuration = EventLoop.Configuration()

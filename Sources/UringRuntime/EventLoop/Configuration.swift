@@ -7,7 +7,8 @@ extension EventLoop {
     /// environment variable (read when the value is created), so benchmarks and deployments can tune
     /// a program without rebuilding it.
     public struct Configuration: Sendable {
-        /// Submission queue entries.
+        /// Submission queue entries (`URINGSTREAMS_RING_ENTRIES`); the completion queue gets 8 times
+        /// as many. Brought into 1...32768.
         public var ringEntries: UInt32 = 256
         /// Receive buffers in the loop's provided-buffer ring, a power of two
         /// (`URINGSTREAMS_RECEIVE_BUFFER_COUNT`).
@@ -53,6 +54,9 @@ extension EventLoop {
                 zeroCopySendThreshold = threshold > 0 ? threshold : nil
             }
             if let flag = Self.environment("URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
+            if let entries = Self.environment("URINGSTREAMS_RING_ENTRIES"), entries > 0, entries <= 32768 {
+                ringEntries = UInt32(entries)
+            }
             if let limit = Self.environment("URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT"), limit >= 0 {
                 multishotReceiveLimit = limit
             }
