@@ -15,6 +15,8 @@ internal import Glibc
 ///     family are skipped.
 ///   - serverHostname: The TLS server name for SNI and verification (TLS only); default `host`.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
+///   - tlsShutdownTimeout: How long closing waits for the peer's close_notify (TLS only) before it
+///     aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
 ///   - happyEyeballsDelay: Starts the next attempt this long after the previous one (or as soon
 ///     as it fails) instead of after it failed; the first to connect wins and the others are
 ///     cancelled and closed (RFC 8305; 250 ms is the RFC's recommendation).
@@ -32,11 +34,13 @@ internal import Glibc
 public func openConnection(
     host: String?, port: Int, limit: Int = 65_536, tls: TLSConfiguration? = nil,
     family: AddressFamily = .unspecified, localAddress: SocketAddress? = nil, serverHostname: String? = nil,
-    tlsHandshakeTimeout: Duration? = nil, happyEyeballsDelay: Duration? = nil, interleave: Int? = nil
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, happyEyeballsDelay: Duration? = nil,
+    interleave: Int? = nil
 ) async throws -> (StreamReader, StreamWriter) {
     try validate(limit: limit)
     let tls = try TLSRequest(
-        tls, serverHostname: serverHostname, defaultHostname: host, handshakeTimeout: tlsHandshakeTimeout)
+        tls, serverHostname: serverHostname, defaultHostname: host, handshakeTimeout: tlsHandshakeTimeout,
+        shutdownTimeout: tlsShutdownTimeout)
     let loop = try await callerLoop()
     let fd = try await onLoop(loop) { () async throws -> Int32 in
         let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: false)
@@ -73,6 +77,8 @@ public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async thr
 ///   - serverHostname: The TLS server name (TLS only); required when the client verifies, since a
 ///     path names no host (as asyncio).
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
+///   - tlsShutdownTimeout: How long closing waits for the peer's close_notify (TLS only) before it
+///     aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS argument; the connect
 ///   error (e.g. ``StreamError/connectionRefused``, or `ENOENT` as
 ///   ``StreamError/system(errno:operation:)``); the TLS handshake's error, as `openConnection`.
@@ -80,10 +86,11 @@ public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async thr
 /// Corresponds to asyncio `await asyncio.open_unix_connection(path)`.
 public func openUnixConnection(
     path: String, limit: Int = 65_536, tls: TLSConfiguration? = nil, serverHostname: String? = nil,
-    tlsHandshakeTimeout: Duration? = nil
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil
 ) async throws -> (StreamReader, StreamWriter) {
     try validate(limit: limit)
-    let tls = try TLSRequest(tls, serverHostname: serverHostname, handshakeTimeout: tlsHandshakeTimeout)
+    let tls = try TLSRequest(
+        tls, serverHostname: serverHostname, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     let address = try SocketAddress(unixPath: path)
     let loop = try await callerLoop()
     let fd = try await onLoop(loop) { try await loop.connect(to: address) }

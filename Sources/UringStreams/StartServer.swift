@@ -15,6 +15,8 @@ internal import Glibc
 ///   - reusePort: `SO_REUSEPORT`: lets several sockets (servers, processes) bind the same port;
 ///     the kernel spreads connections over them. Default false.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
+///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
+///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
@@ -28,11 +30,11 @@ internal import Glibc
 public func startServer(
     host: String?, port: Int, limit: Int = 65_536, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
-    tlsHandshakeTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
-    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout)
+    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     let host = host?.isEmpty == true ? nil : host
     let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
     let descriptors = try SocketDescriptor.bindForListening(
@@ -50,6 +52,8 @@ public func startServer(
 ///   - backlog: The listen backlog, when the socket is not listening yet.
 ///   - tls: TLS settings (a `.server` configuration), as for the `host:port:` variant.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
+///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
+///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
 ///   - startServing: Whether to accept at once.
 ///   - group: The loops connections live on.
 ///   - clientConnected: Runs as a task on the connection's loop.
@@ -59,11 +63,11 @@ public func startServer(
 /// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, sock=sock, ssl=...)`.
 public func startServer(
     fileDescriptor: Int32, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
-    tlsHandshakeTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
-    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout)
+    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
     return try await makeServer(
         descriptors: [fileDescriptor], limit: limit, backlog: backlog,
@@ -79,6 +83,8 @@ public func startServer(
 ///   - backlog: The listen backlog.
 ///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:startServing:on:clientConnected:)``.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
+///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
+///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
 ///   - startServing: Whether to accept at once.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS argument; a bind error
@@ -87,11 +93,11 @@ public func startServer(
 /// Corresponds to asyncio `await asyncio.start_unix_server(client_connected_cb, path)`.
 public func startUnixServer(
     path: String, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
-    tlsHandshakeTimeout: Duration? = nil, startServing: Bool = true,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
-    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout)
+    let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     let address = try SocketAddress(unixPath: path)
     if !path.hasPrefix("\0") {
         // asyncio removes a stale socket file (left by a crashed server), never any other file.
@@ -111,11 +117,13 @@ public func startUnixServer(
 }
 
 /// A server's TLS arguments, checked; the configuration must be a server's.
-private func serverTLS(_ tls: TLSConfiguration?, handshakeTimeout: Duration?) throws -> TLSRequest? {
+private func serverTLS(_ tls: TLSConfiguration?, handshakeTimeout: Duration?, shutdownTimeout: Duration?) throws
+    -> TLSRequest?
+{
     if let tls, tls.role != .server {
         throw StreamError.invalidArgument("a server needs a TLSConfiguration.server(...) configuration")
     }
-    return try TLSRequest(tls, handshakeTimeout: handshakeTimeout)
+    return try TLSRequest(tls, handshakeTimeout: handshakeTimeout, shutdownTimeout: shutdownTimeout)
 }
 
 /// The path and inode of a bound Unix socket, so closing the server removes only its own file.

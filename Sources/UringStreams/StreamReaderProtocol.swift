@@ -60,7 +60,8 @@ func makeStreams(
     if let tls {
         // On failure the transport (not started yet) closes the descriptor as it goes.
         session = try TLSSession(
-            context: tls.context, transport: transport, reader: reader, serverHostname: tls.serverHostname)
+            context: tls.context, transport: transport, reader: reader, serverHostname: tls.serverHostname,
+            shutdownTimeout: tls.shutdownTimeout)
         readerProtocol.tls = session
     }
     transport.start(delegate: readerProtocol)

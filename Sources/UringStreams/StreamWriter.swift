@@ -107,8 +107,13 @@ public final class StreamWriter: Sendable {
         if let tls = tls.load() { tls.writeEOF() } else { transport.writeEOF() }
     }
 
-    /// Closes the connection after sending what is queued (asyncio `close`); over TLS, after
-    /// close_notify.
+    /// Closes the connection after sending what is queued (asyncio `close`).
+    ///
+    /// As in asyncio, a plain connection whose peer stops reading never finishes closing while
+    /// data is queued: ``StreamTransport/abort()`` (or ``Server/abortClients()``) ends it at once.
+    /// Over TLS it sends close_notify and waits for the peer's, then closes; when that takes longer
+    /// than the connection's TLS shutdown timeout (default 30 s) it aborts, and ``waitClosed()``
+    /// throws ``StreamError/timedOut``.
     public func close() {
         if let tls = tls.load() { tls.close() } else { transport.close() }
     }
@@ -163,15 +168,18 @@ public final class StreamWriter: Sendable {
     ///   - serverHostname: For a client: the name for SNI and verification (required when it
     ///     verifies the server).
     ///   - handshakeTimeout: Default 60 s.
+    ///   - shutdownTimeout: How long ``close()`` waits for the peer's close_notify and for queued
+    ///     data to go out before it aborts the connection; default 30 s.
     /// - Throws: ``StreamError/invalidArgument(_:)`` when the connection is TLS already, or the
     ///   arguments or files are bad; ``StreamError/timedOut``; ``StreamError/tlsHandshakeFailed(_:)``,
     ///   ``StreamError/tlsCertificateRejected(_:)``; a stored connection error. A failed handshake
     ///   closes the connection.
     ///
     /// Corresponds to asyncio 3.11 `await writer.start_tls(sslcontext, server_hostname=...,
-    /// ssl_handshake_timeout=...)`.
+    /// ssl_handshake_timeout=..., ssl_shutdown_timeout=...)`.
     public func startTLS(
-        _ config: TLSConfiguration, serverHostname: String? = nil, handshakeTimeout: Duration? = nil
+        _ config: TLSConfiguration, serverHostname: String? = nil, handshakeTimeout: Duration? = nil,
+        shutdownTimeout: Duration? = nil
     ) async throws {
         guard tls.load() == nil else { throw StreamError.invalidArgument("the connection already uses TLS") }
         guard let reader, let readerProtocol else {
@@ -179,7 +187,7 @@ public final class StreamWriter: Sendable {
         }
         let request = try TLSRequest(
             config, serverHostname: serverHostname,
-            handshakeTimeout: handshakeTimeout ?? TLSRequest.defaultHandshakeTimeout)!
+            handshakeTimeout: handshakeTimeout ?? TLSRequest.defaultHandshakeTimeout, shutdownTimeout: shutdownTimeout)!
         try await drain()
         let transport = self.transport
         let session = try await onLoop(transport.loop) { () throws -> TLSSession in
@@ -190,7 +198,7 @@ public final class StreamWriter: Sendable {
             }
             let session = try TLSSession(
                 context: request.context, transport: transport, reader: reader,
-                serverHostname: request.serverHostname)
+                serverHostname: request.serverHostname, shutdownTimeout: request.shutdownTimeout)
             readerProtocol.tls = session
             self.install(session)
             session.start()

@@ -6,20 +6,22 @@ struct TLSRequest: Sendable {
     /// The client's name for SNI and verification; nil for servers.
     let serverHostname: String?
     let handshakeTimeout: Duration
+    let shutdownTimeout: Duration
 
     /// asyncio's default `ssl_handshake_timeout`.
     static let defaultHandshakeTimeout = Duration.seconds(60)
+    /// asyncio's default `ssl_shutdown_timeout`.
+    static let defaultShutdownTimeout = Duration.seconds(30)
 
     /// Checks the arguments; nil when `tls` is nil (plain connection).
     ///
     /// - Parameters:
     ///   - defaultHostname: What `serverHostname` defaults to (the host connected to).
-    /// - Throws: ``StreamError/invalidArgument(_:)`` when `serverHostname` or `handshakeTimeout`
-    ///   comes without `tls`, the timeout is not positive, or the configuration's files cannot
-    ///   be loaded.
+    /// - Throws: ``StreamError/invalidArgument(_:)`` when `serverHostname` or a timeout comes
+    ///   without `tls`, a timeout is not positive, or the configuration's files cannot be loaded.
     init?(
         _ tls: TLSConfiguration?, serverHostname: String? = nil, defaultHostname: String? = nil,
-        handshakeTimeout: Duration?
+        handshakeTimeout: Duration?, shutdownTimeout: Duration? = nil
     ) throws {
         guard let tls else {
             if serverHostname != nil {
@@ -28,11 +30,18 @@ struct TLSRequest: Sendable {
             if handshakeTimeout != nil {
                 throw StreamError.invalidArgument("tlsHandshakeTimeout is only meaningful with tls")
             }
+            if shutdownTimeout != nil {
+                throw StreamError.invalidArgument("tlsShutdownTimeout is only meaningful with tls")
+            }
             return nil
         }
         if let handshakeTimeout, handshakeTimeout <= .zero {
             throw StreamError.invalidArgument(
                 "tlsHandshakeTimeout should be a positive duration, got \(handshakeTimeout)")
+        }
+        if let shutdownTimeout, shutdownTimeout <= .zero {
+            throw StreamError.invalidArgument(
+                "tlsShutdownTimeout should be a positive duration, got \(shutdownTimeout)")
         }
         if tls.role == .server, serverHostname != nil {
             throw StreamError.invalidArgument("serverHostname is only meaningful for a TLS client")
@@ -40,6 +49,7 @@ struct TLSRequest: Sendable {
         context = try TLSContext.shared(for: tls)
         self.serverHostname = tls.role == .client ? (serverHostname ?? defaultHostname) : nil
         self.handshakeTimeout = handshakeTimeout ?? Self.defaultHandshakeTimeout
+        self.shutdownTimeout = shutdownTimeout ?? Self.defaultShutdownTimeout
     }
 }
 

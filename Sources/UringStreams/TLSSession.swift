@@ -24,6 +24,12 @@ final class TLSSession: @unchecked Sendable {
         /// close() or writeEOF() was called: close_notify is (or will be) sent, writes are dropped.
         var writeShut = false
         var closeNotifySent = false
+        /// close() was called: the transport closes once the peer's close_notify (or EOF) came.
+        var closing = false
+        /// The peer's close_notify or end of file arrived.
+        var peerClosed = false
+        /// Aborts the connection when closing takes longer than the shutdown timeout.
+        var shutdownTimer: Task<Void, Never>?
         var droppedWrite = false
         var handshakeWaiter: UnsafeContinuation<Void, any Error>?
         var info: TLSConnectionInfo?
@@ -34,6 +40,8 @@ final class TLSSession: @unchecked Sendable {
     let context: TLSContext
     /// The name sent in SNI and verified (clients only).
     let serverHostname: String?
+    /// How long ``close()`` waits for the peer's close_notify and for queued data to leave.
+    let shutdownTimeout: Duration
     private let ssl: OpaquePointer
     private let input: OpaquePointer
     private let output: OpaquePointer
@@ -51,7 +59,11 @@ final class TLSSession: @unchecked Sendable {
     ///     verification (a DNS name or an IP address). Required when the client verifies.
     /// - Throws: ``StreamError/invalidArgument(_:)`` when a verifying client has no name, or
     ///   OpenSSL cannot make the connection object.
-    init(context: TLSContext, transport: StreamTransport, reader: StreamReader, serverHostname: String?) throws {
+    init(
+        context: TLSContext, transport: StreamTransport, reader: StreamReader, serverHostname: String?,
+        shutdownTimeout: Duration = TLSRequest.defaultShutdownTimeout
+    ) throws {
+        self.shutdownTimeout = shutdownTimeout
         let configuration = context.configuration
         if configuration.role == .client, configuration.verifyPeer, serverHostname?.isEmpty ?? true {
             // asyncio: "You must set server_hostname when using ssl without a host".
@@ -172,6 +184,8 @@ final class TLSSession: @unchecked Sendable {
         var failure: (error: any Error, waiter: UnsafeContinuation<Void, any Error>?)?
         /// Abort rather than close after a failure: nothing worth sending is queued.
         var abort = false
+        /// close() waited for the peer's close_notify, which has come: close the transport.
+        var closeTransport = false
     }
 
     /// Runs the handshake as far as the received data allows; under the lock.
@@ -246,6 +260,7 @@ final class TLSSession: @unchecked Sendable {
             case SSL_ERROR_ZERO_RETURN:
                 // close_notify: the peer's orderly end of data.
                 outcome.endOfStream = true
+                peerClosed(&state, &outcome)
                 return
             default:
                 fail(TLSError.current(ssl: ssl), &state, &outcome)
@@ -267,6 +282,7 @@ final class TLSSession: @unchecked Sendable {
                     &outcome)
             case .established:
                 outcome.endOfStream = true
+                peerClosed(&state, &outcome)
             case .failed:
                 break
             }
@@ -278,6 +294,8 @@ final class TLSSession: @unchecked Sendable {
     /// transport's error.
     func connectionLost(_ error: (any Error)?) {
         var outcome = Outcome()
+        let timer = state.withLock { $0.shutdownTimer.take() }
+        timer?.cancel()
         state.withLock { state in
             guard state.phase == .handshaking else { return }
             fail(
@@ -379,14 +397,39 @@ final class TLSSession: @unchecked Sendable {
         }
     }
 
-    /// Sends close_notify, then closes the transport once what is queued has gone (asyncio
-    /// `close()` on an SSL transport).
+    /// Sends close_notify, waits for the peer's (or its end of file), then closes the transport
+    /// once what is queued has gone; aborts with ``StreamError/timedOut`` when all that takes
+    /// longer than the shutdown timeout (asyncio `close()` on an SSL transport, with
+    /// `ssl_shutdown_timeout`).
     func close() {
-        state.withLock { state in
+        let closeNow = state.withLock { state -> Bool? in
             state.writeShut = true
             sendCloseNotify(&state)
+            guard !state.closing else { return nil }
+            state.closing = true
+            return state.phase != .established || state.peerClosed
         }
-        transport.close()
+        guard let closeNow else { return }
+        if closeNow { transport.close() }
+        // Also when closing now: a peer that stops reading would keep the queue from draining.
+        let transport = self.transport
+        let timeout = shutdownTimeout
+        let timer = Task(executorPreference: transport.loop) {
+            do { try await transport.loop.sleep(for: timeout) } catch { return }
+            transport.abort(failing: StreamError.timedOut)
+        }
+        let lost = state.withLock { state -> Bool in
+            state.shutdownTimer = timer
+            return transport.isLost
+        }
+        if lost { timer.cancel() }
+    }
+
+    /// The peer ended its side (close_notify or end of file); under the lock.
+    private func peerClosed(_ state: inout State, _ outcome: inout Outcome) {
+        guard !state.peerClosed else { return }
+        state.peerClosed = true
+        if state.closing { outcome.closeTransport = true }
     }
 
     // MARK: Failing
@@ -416,6 +459,7 @@ final class TLSSession: @unchecked Sendable {
     private func finish(_ outcome: Outcome) {
         for bytes in outcome.plaintext { reader.feed(bytes) }
         if outcome.endOfStream { reader.feedEOF() }
+        if outcome.closeTransport { transport.close() }
         outcome.handshakeDone?.resume()
         if let (error, waiter) = outcome.failure {
             reader.setException(error)

@@ -375,6 +375,9 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         }
     }
 
+    /// Whether the socket is closed and the loss reported.
+    package var isLost: Bool { state.withLock { $0.lost } }
+
     /// The connection's error, once the connection failed.
     package var connectionError: (any Error)? { state.withLock { $0.lostError } }
 
@@ -574,6 +577,12 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         onLoop { $0.beginClose() }
     }
 
+    /// Ends the connection with `error` from any thread, dropping what is queued (asyncio's
+    /// `_force_close(exc)`): readers and `waitClosed` see the error.
+    package func abort(failing error: any Error) {
+        onLoop { $0.fail(error) }
+    }
+
     /// Whether ``close()`` or ``abort()`` was called or the connection failed (asyncio `is_closing`).
     public var isClosing: Bool { state.withLock { $0.closing } }
 
@@ -587,7 +596,8 @@ public final class StreamTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     private func fail(_ error: any Error) {
         // asyncio's _fatal_error: the connection is gone, whatever was queued.
         state.withLock { state in
-            if state.lostError == nil { state.lostError = error }
+            // A connection already lost keeps how it ended.
+            if state.lostError == nil, !state.lost { state.lostError = error }
             state.closing = true
             state.aborting = true
             // The send in flight still reads its chunks; the rest is dropped.
