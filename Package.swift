@@ -3,9 +3,10 @@ import PackageDescription
 
 // Layers, each a target depending only on the one below:
 // CURing (C shim over liburing) -> UringRing (one io_uring) ->
-// UringRuntime (event loop executor, sockets, buffers) -> UringStreams (asyncio streams API).
-// CTLS (C shim over OpenSSL) is used by UringStreams alone: TLS runs over memory BIOs on top of
-// the runtime's transports.
+// UringRuntime (event loop executor, sockets, buffers, transports and protocols) -> UringTLS (TLS
+// as a transport layer over a socket's transport; CTLS, the C shim over OpenSSL, is used by it
+// alone) -> UringStreams (asyncio's streams API and the functions that make connections and
+// servers).
 let strictSwift: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -47,7 +48,8 @@ let package = Package(
             name: "CTLS",
             linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
-        .target(name: "UringStreams", dependencies: ["UringRuntime", "CTLS"], swiftSettings: strictSwift),
+        .target(name: "UringTLS", dependencies: ["UringRuntime", "CTLS"], swiftSettings: strictSwift),
+        .target(name: "UringStreams", dependencies: ["UringRuntime", "UringTLS"], swiftSettings: strictSwift),
         example("tcp-echo-client"),
         example("tcp-echo-server"),
         example("http-headers"),

@@ -1,10 +1,12 @@
 internal import Glibc
 import Synchronization
 
-/// A listening server made by `startServer` or `startUnixServer` (asyncio `asyncio.Server`).
+/// A listening server made by `startServer`, `startUnixServer` or `createServer` (asyncio
+/// `asyncio.Server`).
 ///
-/// Each accepted connection gets a reader and a writer on one loop, for its whole life, and
-/// `clientConnected` runs as a task on that loop.
+/// Each accepted connection lives on one loop for its whole life: with the streams functions it
+/// gets a reader and a writer and `clientConnected` runs as a task on that loop; with
+/// `createServer`, a new protocol object hears its transport's callbacks there.
 public final class Server: Sendable {
     public typealias ClientConnected = @Sendable (StreamReader, StreamWriter) async -> Void
 
@@ -13,8 +15,10 @@ public final class Server: Sendable {
         var closed = false
         var servingForever = false
         var foreverWaiter: UnsafeContinuation<Void, Never>?
-        /// With the TLS session, if any, so closeClients sends close_notify.
-        var connections: [ObjectIdentifier: (transport: StreamTransport, tls: TLSSession?)] = [:]
+        /// Each connection's top transport (TLS when the server serves TLS), by a number of the
+        /// server's, so closeClients sends close_notify.
+        var connections: [Int: any Transport] = [:]
+        var nextConnection = 0
         var closeWaiters = Waiters<Never>()
         /// Listeners that have not closed their descriptor yet.
         var openListeners = 0
@@ -31,26 +35,22 @@ public final class Server: Sendable {
     private let listenerLoop: EventLoop
     private let connectionLoops: [EventLoop]
     private let nextLoop = Atomic<Int>(0)
-    private let limit: Int
     private let backlog: Int
-    private let clientConnected: ClientConnected
+    private let starter: ConnectionStarter
     private let unixSocket: (path: String, inode: UInt)?
-    private let tls: TLSRequest?
     private let state = Locked(State())
 
     init(
-        descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], limit: Int, backlog: Int,
-        unixSocket: (path: String, inode: UInt)?, tls: TLSRequest? = nil, clientConnected: @escaping ClientConnected
+        descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], backlog: Int,
+        unixSocket: (path: String, inode: UInt)?, starter: ConnectionStarter
     ) {
-        self.tls = tls
         self.descriptors = descriptors.map(ListeningDescriptor.init)
         boundAddresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
         self.listenerLoop = listenerLoop
         self.connectionLoops = connectionLoops
-        self.limit = limit
         self.backlog = backlog
         self.unixSocket = unixSocket
-        self.clientConnected = clientConnected
+        self.starter = starter
     }
 
     /// Starts accepting connections; does nothing when already serving.
@@ -175,14 +175,12 @@ public final class Server: Sendable {
     /// Closes every connection the server accepted, after their queued data (asyncio 3.13
     /// `close_clients()`).
     public func closeClients() {
-        for connection in state.withLock({ Array($0.connections.values) }) {
-            if let tls = connection.tls { tls.close() } else { connection.transport.close() }
-        }
+        for transport in state.withLock({ Array($0.connections.values) }) { transport.close() }
     }
 
     /// Aborts every connection the server accepted (asyncio 3.13 `abort_clients()`).
     public func abortClients() {
-        for connection in state.withLock({ Array($0.connections.values) }) { connection.transport.abort() }
+        for transport in state.withLock({ Array($0.connections.values) }) { transport.abort() }
     }
 
     /// Serves while `body` runs, then closes the server and waits for it (asyncio `async with server`).
@@ -236,36 +234,20 @@ public final class Server: Sendable {
             // asyncio sets TCP_NODELAY on every TCP transport: replies must not wait for Nagle.
             try? SocketDescriptor.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
         }
-        var key: ObjectIdentifier?
-        let streams: (StreamReader, StreamWriter)
-        do {
-            streams = try makeStreams(loop: loop, fileDescriptor: fd, limit: limit, tls: tls) { [self] in
-                if let key { self.connectionClosed(key) }
-            }
-        } catch {
-            // The TLS session could not be made (out of memory): the descriptor is closed already,
-            // and asyncio, too, drops a connection whose SSL set-up fails.
-            return
+        let id = state.withLock { state -> Int in
+            state.nextConnection += 1
+            return state.nextConnection
         }
-        let (reader, writer) = streams
-        let transport = writer.transport
-        key = ObjectIdentifier(transport)
-        let session = writer.tlsSession
-        state.withLock { $0.connections[ObjectIdentifier(transport)] = (transport, session) }
-        let handler = clientConnected
-        let handshakeTimeout = tls?.handshakeTimeout
-        Task(executorPreference: loop) {
-            if let session, let handshakeTimeout {
-                // As asyncio: the callback runs once the handshake is done; a failed handshake
-                // closes the connection (the session did) without it.
-                do { try await session.waitForHandshake(timeout: handshakeTimeout) } catch { return }
-            }
-            await handler(reader, writer)
-        }
+        starter.start(fd, loop, ConnectionSlot(server: self, id: id))
     }
 
-    private func connectionClosed(_ key: ObjectIdentifier) {
-        state.withLock { _ = $0.connections.removeValue(forKey: key) }
+    /// A connection's top transport, known before it can close.
+    fileprivate func connectionRegistered(_ id: Int, _ transport: any Transport) {
+        state.withLock { $0.connections[id] = transport }
+    }
+
+    fileprivate func connectionClosed(_ id: Int) {
+        state.withLock { _ = $0.connections.removeValue(forKey: id) }
         finishIfIdle()
     }
 
@@ -280,5 +262,28 @@ public final class Server: Sendable {
             return state.closeWaiters.takeAll()
         }
         for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// What a server does with an accepted descriptor, on the loop the connection will live on: make
+/// its transports and start them, telling `slot` the top transport before starting and when the
+/// socket has closed.
+struct ConnectionStarter: Sendable {
+    let start: @Sendable (_ fileDescriptor: Int32, _ loop: EventLoop, _ slot: ConnectionSlot) -> Void
+}
+
+/// One accepted connection's place in its server's count; on the connection's loop.
+struct ConnectionSlot: Sendable {
+    fileprivate let server: Server
+    fileprivate let id: Int
+
+    /// Call before the transports start: from then on the server counts the connection.
+    func register(_ transport: any Transport) {
+        server.connectionRegistered(id, transport)
+    }
+
+    /// The connection's socket has closed.
+    func closed() {
+        server.connectionClosed(id)
     }
 }

@@ -40,8 +40,8 @@ public func startServer(
     let descriptors = try SocketDescriptor.bindForListening(
         addresses, reuseAddress: reuseAddress ?? true, reusePort: reusePort ?? false)
     return try await makeServer(
-        descriptors: descriptors, limit: limit, backlog: backlog, unixSocket: nil, tls: tls,
-        startServing: startServing, group: group, clientConnected: clientConnected)
+        descriptors: descriptors, backlog: backlog, unixSocket: nil, startServing: startServing, group: group,
+        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
 }
 
 /// Serves an already bound socket (listening or not), taking ownership of it.
@@ -70,9 +70,9 @@ public func startServer(
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
     return try await makeServer(
-        descriptors: [fileDescriptor], limit: limit, backlog: backlog,
-        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, tls: tls,
-        startServing: startServing, group: group, clientConnected: clientConnected)
+        descriptors: [fileDescriptor], backlog: backlog,
+        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, startServing: startServing,
+        group: group, starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
 }
 
 /// Starts a Unix socket server at `path`; a stale socket file there is removed first.
@@ -112,8 +112,8 @@ public func startUnixServer(
         throw error
     }
     return try await makeServer(
-        descriptors: [fd], limit: limit, backlog: backlog, unixSocket: unixSocketIdentity(of: fd), tls: tls,
-        startServing: startServing, group: nil, clientConnected: clientConnected)
+        descriptors: [fd], backlog: backlog, unixSocket: unixSocketIdentity(of: fd), startServing: startServing,
+        group: nil, starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
 }
 
 /// A server's TLS arguments, checked; the configuration must be a server's.
@@ -136,10 +136,9 @@ private func unixSocketIdentity(of fd: Int32) -> (path: String, inode: UInt)? {
     return (path, UInt(info.st_ino))
 }
 
-private func makeServer(
-    descriptors: [Int32], limit: Int, backlog: Int, unixSocket: (path: String, inode: UInt)?, tls: TLSRequest?,
-    startServing: Bool, group: EventLoopGroup?,
-    clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+func makeServer(
+    descriptors: [Int32], backlog: Int, unixSocket: (path: String, inode: UInt)?, startServing: Bool,
+    group: EventLoopGroup?, starter: ConnectionStarter
 ) async throws -> Server {
     let listenerLoop: EventLoop
     let connectionLoops: [EventLoop]
@@ -160,8 +159,8 @@ private func makeServer(
         throw error
     }
     let server = Server(
-        descriptors: descriptors, listenerLoop: listenerLoop, connectionLoops: connectionLoops, limit: limit,
-        backlog: backlog, unixSocket: unixSocket, tls: tls, clientConnected: clientConnected)
+        descriptors: descriptors, listenerLoop: listenerLoop, connectionLoops: connectionLoops, backlog: backlog,
+        unixSocket: unixSocket, starter: starter)
     if startServing {
         do {
             try await server.startServing()

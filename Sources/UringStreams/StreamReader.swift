@@ -23,7 +23,7 @@ public final class StreamReader: Sendable {
         /// Strong: a weak reference would give every transport a side table and slow down each
         /// of its retains. The cycle through the transport's delegate ends when the connection is
         /// lost (the transport drops its delegate then), and the writer closes it on deinit.
-        var transport: StreamTransport?
+        var transport: (any Transport)?
     }
 
     /// The buffer limit: separators must be found within it, and it sets the flow-control marks.
@@ -57,7 +57,7 @@ public final class StreamReader: Sendable {
     }
 
     /// Connects the reader to the transport it pauses and resumes.
-    func attach(_ transport: StreamTransport) {
+    func attach(_ transport: any Transport) {
         state.withLock { $0.transport = transport }
     }
 
@@ -77,7 +77,7 @@ public final class StreamReader: Sendable {
     func feed(_ bytes: Bytes) {
         guard bytes.count > 0 else { return }
         let (waiter, copied, transport) = state.withLock {
-            state -> (UnsafeContinuation<Void, any Error>?, Int, StreamTransport?) in
+            state -> (UnsafeContinuation<Void, any Error>?, Int, (any Transport)?) in
             assert(!state.eof, "feedData after feedEOF")
             let copied = state.buffer.append(bytes)
             state.changes &+= 1

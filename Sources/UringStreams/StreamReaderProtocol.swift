@@ -1,74 +1,97 @@
-/// Feeds what a transport receives into a `StreamReader` (asyncio `StreamReaderProtocol`), through
-/// a TLS session once one is installed.
-final class StreamReaderProtocol: StreamTransportDelegate, @unchecked Sendable {
-    // Sendable (the writer keeps it for startTLS): `tls` is set and read only on the transport's
-    // loop thread, where every delegate callback runs too.
+internal import Glibc
 
+/// The protocol behind every stream: it feeds what its transport receives into a `StreamReader`
+/// (asyncio's `StreamReaderProtocol`, "a trivial helper class to adapt between Protocol and
+/// StreamReader"). Its transport is the socket's, or a TLS transport above it.
+final class StreamReaderProtocol: StreamProtocol, Sendable {
     let reader: StreamReader
-    private let onConnectionLost: (() -> Void)?
-    /// The TLS layer, when the connection is (or has become) TLS: received bytes are ciphertext.
-    var tls: TLSSession?
 
-    init(reader: StreamReader, onConnectionLost: (() -> Void)? = nil) {
+    init(reader: StreamReader) {
         self.reader = reader
-        self.onConnectionLost = onConnectionLost
     }
 
-    func transport(_ transport: StreamTransport, received bytes: Bytes) {
-        if let tls {
-            tls.received(bytes)
-        } else {
-            reader.feed(bytes)
-        }
+    func dataReceived(_ data: Bytes) {
+        reader.feed(data)
     }
 
-    func transportReceivedEOF(_ transport: StreamTransport) {
-        if let tls {
-            tls.receivedEOF()
-        } else {
-            reader.feedEOF()
-        }
+    /// Keeps the write half open, as asyncio on a plain connection: the writer may still send.
+    /// asyncio closes a TLS connection here; UringStreams keeps TLS 1.3's half-close, the mirror
+    /// of what `writeEOF()` sends (docs/tls.md).
+    func eofReceived() -> Bool {
+        reader.feedEOF()
+        return true
     }
 
-    func transport(_ transport: StreamTransport, connectionLost error: (any Error)?) {
-        tls?.connectionLost(error)
+    func connectionLost(_ error: (any Error)?) {
         if let error {
-            // A TLS failure already stored its own, more telling error (it then closed the socket).
-            if tls?.error == nil { reader.setException(error) }
+            reader.setException(error)
         } else {
             reader.feedEOF()
         }
-        onConnectionLost?()
     }
 }
 
 /// Builds the reader and writer of a connected socket; on `loop`'s thread.
 ///
-/// With `tls`, received data goes through a new TLS session from the first byte and the client's
-/// first flight is sent; the caller then waits for the handshake (``StreamWriter/tlsSession``).
+/// With `tls`, a TLS transport goes between the socket and the reader from the first byte and the
+/// client's first flight is sent; the caller then waits for the handshake (``StreamWriter/tls``).
+/// A server's `slot` hears of the connection's top transport before it starts, and of its close.
 ///
-/// - Throws: What making the TLS session throws (the descriptor is closed then).
+/// - Throws: What making the TLS transport throws (the descriptor is closed then).
 func makeStreams(
-    loop: EventLoop, fileDescriptor: Int32, limit: Int, tls: TLSRequest? = nil,
-    onConnectionLost: (() -> Void)? = nil
+    loop: EventLoop, fileDescriptor: Int32, limit: Int, tls: TLSRequest? = nil, slot: ConnectionSlot? = nil
 ) throws -> (StreamReader, StreamWriter) {
-    let transport = StreamTransport(loop: loop, fileDescriptor: fileDescriptor)
+    let socket = SocketTransport(loop: loop, fileDescriptor: fileDescriptor)
     let reader = StreamReader(validLimit: limit)
-    reader.attach(transport)
-    let readerProtocol = StreamReaderProtocol(reader: reader, onConnectionLost: onConnectionLost)
-    var session: TLSSession?
-    if let tls {
-        // On failure the transport (not started yet) closes the descriptor as it goes.
-        session = try TLSSession(
-            context: tls.context, transport: transport, reader: reader, serverHostname: tls.serverHostname,
-            shutdownTimeout: tls.shutdownTimeout)
-        readerProtocol.tls = session
+    let readerProtocol = StreamReaderProtocol(reader: reader)
+    guard let tls else {
+        reader.attach(socket)
+        if let slot {
+            slot.register(socket)
+            socket.onClose(slot.closed)
+        }
+        socket.start(protocol: readerProtocol)
+        return (reader, StreamWriter(socket: socket, reader: reader, readerProtocol: readerProtocol))
     }
-    transport.start(delegate: readerProtocol)
-    let writer = StreamWriter(transport: transport, reader: reader, readerProtocol: readerProtocol)
-    if let session {
-        writer.install(session)
-        session.start()
+    // On failure the socket transport (not started) closes the descriptor as it goes.
+    let layer = try TLSTransport(
+        context: tls.context, inner: socket, serverHostname: tls.serverHostname, upper: readerProtocol,
+        shutdownTimeout: tls.shutdownTimeout)
+    reader.attach(layer)
+    if let slot {
+        slot.register(layer)
+        socket.onClose(slot.closed)
     }
+    socket.start(protocol: layer)
+    let writer = StreamWriter(socket: socket, reader: reader, readerProtocol: readerProtocol)
+    writer.install(layer)
+    layer.start()
     return (reader, writer)
+}
+
+extension ConnectionStarter {
+    /// The streams' server: a reader and writer per connection, and `clientConnected` as a task on
+    /// its loop once a TLS handshake (if any) has finished; a failed handshake closes the
+    /// connection without it, as in asyncio.
+    static func streams(limit: Int, tls: TLSRequest?, clientConnected: @escaping Server.ClientConnected) -> Self {
+        ConnectionStarter { fd, loop, slot in
+            let streams: (StreamReader, StreamWriter)
+            do {
+                streams = try makeStreams(loop: loop, fileDescriptor: fd, limit: limit, tls: tls, slot: slot)
+            } catch {
+                // The TLS transport could not be made (out of memory): the descriptor is closed
+                // already, and asyncio, too, drops a connection whose SSL set-up fails.
+                return
+            }
+            let (reader, writer) = streams
+            let layer = writer.tls
+            let handshakeTimeout = tls?.handshakeTimeout
+            Task(executorPreference: loop) {
+                if let layer, let handshakeTimeout {
+                    do { try await layer.waitForHandshake(timeout: handshakeTimeout) } catch { return }
+                }
+                await clientConnected(reader, writer)
+            }
+        }
+    }
 }

@@ -12,60 +12,64 @@ import Synchronization
 ///
 /// Corresponds to asyncio `asyncio.StreamWriter`.
 public final class StreamWriter: Sendable {
-    /// The transport that owns the socket (asyncio `writer.transport`).
-    public let transport: StreamTransport
+    /// The socket's transport.
+    let socket: SocketTransport
     private let reader: StreamReader?
-    /// Routes received data; startTLS puts a TLS session in its path.
+    /// Routes received data; startTLS puts a TLS transport in its path.
     private let readerProtocol: StreamReaderProtocol?
     /// The TLS layer, set once (at connection or by startTLS) and never removed: an atomic load
     /// is all a plain connection's write pays for it.
-    private let tls = AtomicLazyReference<TLSSession>()
+    private let tlsLayer = AtomicLazyReference<TLSTransport>()
 
-    init(transport: StreamTransport, reader: StreamReader?, readerProtocol: StreamReaderProtocol? = nil) {
-        self.transport = transport
+    init(socket: SocketTransport, reader: StreamReader?, readerProtocol: StreamReaderProtocol? = nil) {
+        self.socket = socket
         self.reader = reader
         self.readerProtocol = readerProtocol
     }
 
     deinit {
-        if let tls = tls.load() { tls.close() } else { transport.close() }
+        if let tls = tlsLayer.load() { tls.close() } else { socket.close() }
     }
 
-    /// The connection's TLS session, once it has one.
-    var tlsSession: TLSSession? { tls.load() }
+    /// The transport (asyncio `writer.transport`): the socket's, or over TLS the TLS transport on
+    /// it (asyncio's `_SSLProtocolTransport`).
+    public var transport: any Transport { tlsLayer.load() ?? socket }
 
-    /// Makes `session` the connection's TLS layer for writing; once.
-    func install(_ session: TLSSession) {
-        let stored = tls.storeIfNil(session)
-        precondition(stored === session, "a connection gets one TLS session")
+    /// The connection's TLS layer, once it has one.
+    var tls: TLSTransport? { tlsLayer.load() }
+
+    /// Makes `layer` the connection's TLS layer for writing; once.
+    func install(_ layer: TLSTransport) {
+        let stored = tlsLayer.storeIfNil(layer)
+        precondition(stored === layer, "a connection gets one TLS layer")
     }
 
     /// Queues `data` (copied) for sending (asyncio `write`).
     public func write(_ data: some Collection<UInt8>) {
         if let bytes = data as? Bytes {
             write(bytes)
-        } else if let tls = tls.load() {
+        } else if let tls = tlsLayer.load() {
             tls.write(data)
         } else {
-            transport.write(copying: data)
+            socket.write(copying: data)
         }
     }
 
     /// Queues `bytes` for sending without copying them (asyncio `write`).
     public func write(_ bytes: Bytes) {
-        if let tls = tls.load() {
+        if let tls = tlsLayer.load() {
             tls.write(bytes)
         } else {
-            transport.write(bytes)
+            socket.write(bytes)
         }
     }
 
     /// Queues the UTF-8 bytes of `string` (asyncio `write(text.encode())`).
     public func write(_ string: String) {
-        if let tls = tls.load() {
+        if let tls = tlsLayer.load() {
             tls.write(string.utf8)
         } else {
-            transport.write(copying: string.utf8)
+            socket.write(copying: string.utf8)
         }
     }
 
@@ -84,10 +88,7 @@ public final class StreamWriter: Sendable {
     /// Corresponds to asyncio `await writer.drain()`.
     public func drain() async throws {
         if let error = reader?.exception { throw error }
-        if let tls = tls.load() {
-            if let error = tls.error { throw error }
-            if tls.droppedWrite { throw StreamError.closed }
-        }
+        let transport: any StreamsTransport = tlsLayer.load() ?? socket
         switch transport.drainStatus {
         case .ready: return
         case .fail(let error): throw error
@@ -97,14 +98,14 @@ public final class StreamWriter: Sendable {
 
     /// Whether ``writeEOF()`` is supported (asyncio `can_write_eof`): false over TLS, which has no
     /// half-close a peer must honour.
-    public var canWriteEOF: Bool { tls.load() == nil && transport.canWriteEOF }
+    public var canWriteEOF: Bool { transport.canWriteEOF }
 
     /// Half-closes the connection once queued bytes are sent (asyncio `write_eof`).
     ///
     /// Over TLS (where asyncio raises `NotImplementedError`) it sends close_notify after what is
     /// queued and keeps the connection open for reading; many peers answer by closing.
     public func writeEOF() {
-        if let tls = tls.load() { tls.writeEOF() } else { transport.writeEOF() }
+        transport.writeEOF()
     }
 
     /// Closes the connection after sending what is queued (asyncio `close`).
@@ -115,7 +116,7 @@ public final class StreamWriter: Sendable {
     /// than the connection's TLS shutdown timeout (default 30 s) it aborts, and ``waitClosed()``
     /// throws ``StreamError/timedOut``.
     public func close() {
-        if let tls = tls.load() { tls.close() } else { transport.close() }
+        transport.close()
     }
 
     /// Whether the connection is closed or closing (asyncio `is_closing`).
@@ -127,15 +128,15 @@ public final class StreamWriter: Sendable {
     ///
     /// Corresponds to asyncio `await writer.wait_closed()`.
     public func waitClosed() async throws {
+        let transport: any StreamsTransport = tlsLayer.load() ?? socket
         try await transport.waitClosed()
         if let error = transport.connectionError { throw error }
-        if let error = tls.load()?.error { throw error }
     }
 
     /// The peer's address, as captured when the connection was made.
-    public var peerAddress: SocketAddress? { transport.peerAddress }
+    public var peerAddress: SocketAddress? { socket.peerAddress }
     /// The local address, as captured when the connection was made.
-    public var localAddress: SocketAddress? { transport.localAddress }
+    public var localAddress: SocketAddress? { socket.localAddress }
 
     /// Transport information by asyncio's names: `"peername"` and `"sockname"` (``SocketAddress``),
     /// `"socket"` (the descriptor, `Int32`), `"transport"`; over TLS also `"sslcontext"`
@@ -146,17 +147,8 @@ public final class StreamWriter: Sendable {
     ///
     /// Corresponds to asyncio `writer.get_extra_info(name)`.
     public func extraInfo(_ name: String) -> Any? {
-        switch name {
-        case "peername": return peerAddress
-        case "sockname": return localAddress
-        case "socket": return transport.fileDescriptor
-        case "transport": return transport
-        case "sslcontext": return tls.load()?.context.configuration
-        case "peercert": return tls.load()?.info?.peerCertificate
-        case "cipher": return tls.load()?.info?.cipher
-        case "ssl_object": return tls.load()?.info
-        default: return nil
-        }
+        if name == "transport" { return transport }
+        return transport.extraInfo(name)
     }
 
     /// Upgrades the plain connection to TLS: waits for queued bytes to drain, then makes the
@@ -181,7 +173,7 @@ public final class StreamWriter: Sendable {
         _ config: TLSConfiguration, serverHostname: String? = nil, handshakeTimeout: Duration? = nil,
         shutdownTimeout: Duration? = nil
     ) async throws {
-        guard tls.load() == nil else { throw StreamError.invalidArgument("the connection already uses TLS") }
+        guard tlsLayer.load() == nil else { throw StreamError.invalidArgument("the connection already uses TLS") }
         guard let reader, let readerProtocol else {
             throw StreamError.invalidArgument("startTLS needs a connection made by this library")
         }
@@ -189,21 +181,22 @@ public final class StreamWriter: Sendable {
             config, serverHostname: serverHostname,
             handshakeTimeout: handshakeTimeout ?? TLSRequest.defaultHandshakeTimeout, shutdownTimeout: shutdownTimeout)!
         try await drain()
-        let transport = self.transport
-        let session = try await onLoop(transport.loop) { () throws -> TLSSession in
+        let socket = self.socket
+        let layer = try await onLoop(socket.loop) { () throws -> TLSTransport in
             // Checked again here, where startTLS calls are serialised: two may have passed the
             // first check while draining.
-            guard self.tls.load() == nil else {
+            guard self.tlsLayer.load() == nil else {
                 throw StreamError.invalidArgument("the connection already uses TLS")
             }
-            let session = try TLSSession(
-                context: request.context, transport: transport, reader: reader,
-                serverHostname: request.serverHostname, shutdownTimeout: request.shutdownTimeout)
-            readerProtocol.tls = session
-            self.install(session)
-            session.start()
-            return session
+            let layer = try TLSTransport(
+                context: request.context, inner: socket, serverHostname: request.serverHostname,
+                upper: readerProtocol, shutdownTimeout: request.shutdownTimeout)
+            reader.attach(layer)
+            socket.setProtocol(layer)
+            self.install(layer)
+            layer.start()
+            return layer
         }
-        try await session.waitForHandshake(timeout: request.handshakeTimeout)
+        try await layer.waitForHandshake(timeout: request.handshakeTimeout)
     }
 }

@@ -11,7 +11,7 @@ struct TLSRequest: Sendable {
     /// asyncio's default `ssl_handshake_timeout`.
     static let defaultHandshakeTimeout = Duration.seconds(60)
     /// asyncio's default `ssl_shutdown_timeout`.
-    static let defaultShutdownTimeout = Duration.seconds(30)
+    static let defaultShutdownTimeout = TLSTransport.defaultShutdownTimeout
 
     /// Checks the arguments; nil when `tls` is nil (plain connection).
     ///
@@ -61,8 +61,8 @@ func adoptConnection(
     _ fd: Int32, on loop: EventLoop, limit: Int, tls: TLSRequest?
 ) async throws -> (StreamReader, StreamWriter) {
     let streams = try await onLoop(loop) { try makeStreams(loop: loop, fileDescriptor: fd, limit: limit, tls: tls) }
-    if let tls, let session = streams.1.tlsSession {
-        try await session.waitForHandshake(timeout: tls.handshakeTimeout)
+    if let tls, let layer = streams.1.tls {
+        try await layer.waitForHandshake(timeout: tls.handshakeTimeout)
     }
     return streams
 }

@@ -11,13 +11,13 @@ struct FaultInjectionTests {
     /// Starts a transport on one end of a socket pair on a scripted loop; returns the pieces.
     private func startTransport(
         _ ring: ScriptedRing, _ group: EventLoopGroup
-    ) async throws -> (StreamTransport, RecordingDelegate, peer: Int32, receive: UInt64) {
+    ) async throws -> (SocketTransport, RecordingDelegate, peer: Int32, receive: UInt64) {
         let (mine, peer) = socketPair()
         let loop = group.next()
         let delegate = RecordingDelegate()
-        let transport = await withTaskExecutorPreference(loop) { () -> StreamTransport in
-            let transport = StreamTransport(loop: loop, fileDescriptor: mine)
-            transport.start(delegate: delegate)
+        let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
+            let transport = SocketTransport(loop: loop, fileDescriptor: mine)
+            transport.start(protocol: delegate)
             return transport
         }
         let receive = try await ring.waitForSubmission { $0.description == "recv-multishot" }
@@ -72,7 +72,9 @@ struct FaultInjectionTests {
             ring.complete(receive, result: -ECONNRESET)
             try await delegate.waitFor { if case .lost = $0 { return true } else { return false } }
             #expect(
-                delegate.events.withLock { $0 } == [.data(Array("abc".utf8)), .lost("\(StreamError.connectionReset)")])
+                delegate.events.withLock { $0 } == [
+                    .made, .data(Array("abc".utf8)), .lost("\(StreamError.connectionReset)"),
+                ])
             #expect(transport.connectionError as? StreamError == .connectionReset)
             // The peer sees the descriptor closed: EOF.
             var byte: UInt8 = 0

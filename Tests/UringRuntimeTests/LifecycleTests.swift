@@ -117,9 +117,9 @@ struct LifecycleTests {
             let (mine, peer) = socketPair()
             defer { close(peer) }
             let delegate = RecordingDelegate()
-            let transport = await withTaskExecutorPreference(loop) { () -> StreamTransport in
-                let transport = StreamTransport(loop: loop, fileDescriptor: mine)
-                transport.start(delegate: delegate)
+            let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
+                let transport = SocketTransport(loop: loop, fileDescriptor: mine)
+                transport.start(protocol: delegate)
                 return transport
             }
             _ = try await ring.waitForSubmission { $0.description == "recv-multishot" }
@@ -172,9 +172,9 @@ struct LifecycleTests {
             let loop = group.next()
             let (mine, peer) = socketPair()
             defer { close(peer) }
-            let transport = await withTaskExecutorPreference(loop) { () -> StreamTransport in
-                let transport = StreamTransport(loop: loop, fileDescriptor: mine)
-                transport.start(delegate: RecordingDelegate())
+            let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
+                let transport = SocketTransport(loop: loop, fileDescriptor: mine)
+                transport.start(protocol: RecordingDelegate())
                 return transport
             }
             transport.write(Bytes("0123456789"))
@@ -201,9 +201,9 @@ struct LifecycleTests {
             let (mine, peer) = socketPair()
             defer { close(peer) }
             let delegate = RecordingDelegate()
-            _ = await withTaskExecutorPreference(loop) { () -> StreamTransport in
-                let transport = StreamTransport(loop: loop, fileDescriptor: mine)
-                transport.start(delegate: delegate)
+            _ = await withTaskExecutorPreference(loop) { () -> SocketTransport in
+                let transport = SocketTransport(loop: loop, fileDescriptor: mine)
+                transport.start(protocol: delegate)
                 return transport
             }
             let first = try await ring.waitForSubmission { $0.description == "recv-multishot" }

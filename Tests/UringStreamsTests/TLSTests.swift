@@ -5,7 +5,7 @@
 
 import Glibc
 import Testing
-import UringStreams
+@testable import UringStreams
 
 // Serialized: each case starts peer processes and some move 16 MiB through OpenSSL; run side by
 // side they would starve the timing-sensitive cases of the other suites on a small machine.
@@ -630,9 +630,9 @@ struct TLSTests {
             let server = try await startServer(host: "127.0.0.1", port: 0, tls: fixtures.server) { reader, writer in
                 writer.write("hello\n")
                 // Once the client has read it (a stored error would hide buffered data from reads):
-                // straight to the socket, past the TLS layer, bytes that are no TLS record.
+                // straight to the socket, below the TLS transport, bytes that are no TLS record.
                 _ = try? await reader.readLine()
-                writer.transport.write(Bytes(patternBytes(count: 300)))
+                writer.socket.write(Bytes(patternBytes(count: 300)))
                 _ = try? await reader.read()
             }
             defer { server.close() }

@@ -7,7 +7,7 @@ import UringRing
 /// completion (the one without `IORING_CQE_F_MORE`): the memory an operation uses lives in its
 /// target, so it stays valid for as long as the kernel may touch it.
 ///
-/// Public only because public types (``StreamTransport``) derive from it; it cannot be subclassed
+/// Public only because public types (``SocketTransport``) derive from it; it cannot be subclassed
 /// or called outside the package.
 public class CompletionTarget {
     /// Whether the loop's shutdown waits for this target's last completion (see

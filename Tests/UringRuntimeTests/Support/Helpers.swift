@@ -48,25 +48,39 @@ func socketPair() -> (Int32, Int32) {
     return (fds[0], fds[1])
 }
 
-/// What a transport reported, for assertions.
-final class RecordingDelegate: StreamTransportDelegate, @unchecked Sendable {
-    // Sendable: `events` is locked; the delegate methods run on the loop thread.
+/// What a transport reported to its protocol, for assertions. Keeps the write half open at end of
+/// file, as the streams' protocol does.
+final class RecordingDelegate: StreamProtocol, @unchecked Sendable {
+    // Sendable: `events` is locked; the protocol methods run on the loop thread.
     enum Event: Equatable, Sendable {
-        case data([UInt8]), eof, lost(String?)
+        case made, data([UInt8]), eof, lost(String?), pauseWriting, resumeWriting
     }
 
     let events = Locked<[Event]>([])
 
-    func transport(_ transport: StreamTransport, received bytes: Bytes) {
-        events.withLock { $0.append(.data(Array(bytes))) }
+    func connectionMade(_ transport: any Transport) {
+        events.withLock { $0.append(.made) }
     }
 
-    func transportReceivedEOF(_ transport: StreamTransport) {
+    func dataReceived(_ data: Bytes) {
+        events.withLock { $0.append(.data(Array(data))) }
+    }
+
+    func eofReceived() -> Bool {
         events.withLock { $0.append(.eof) }
+        return true
     }
 
-    func transport(_ transport: StreamTransport, connectionLost error: (any Error)?) {
+    func connectionLost(_ error: (any Error)?) {
         events.withLock { $0.append(.lost(error.map { "\($0)" })) }
+    }
+
+    func pauseWriting() {
+        events.withLock { $0.append(.pauseWriting) }
+    }
+
+    func resumeWriting() {
+        events.withLock { $0.append(.resumeWriting) }
     }
 
     /// Waits until an event matching `predicate` was recorded.

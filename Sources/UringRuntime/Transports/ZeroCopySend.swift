@@ -12,13 +12,13 @@ import UringRing
 package final class ZeroCopySend: CompletionTarget {
     private let loop: EventLoop
     /// Until the result arrives; then only the held memory remains.
-    private var transport: StreamTransport?
+    private var transport: SocketTransport?
     private var held: [Bytes]
     /// Told when the kernel copied after all; weak, as the notification may outlive the connection
     /// (zero-copy sends are large and few, so the weak reference's cost does not matter).
-    private weak var owner: StreamTransport?
+    private weak var owner: SocketTransport?
 
-    package init(transport: StreamTransport, holding chunks: [Bytes]) {
+    package init(transport: SocketTransport, holding chunks: [Bytes]) {
         loop = transport.loop
         self.transport = transport
         owner = transport

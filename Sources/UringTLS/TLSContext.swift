@@ -1,14 +1,15 @@
 internal import CTLS
 internal import Glibc
+import UringRuntime
 
 /// The OpenSSL context (`SSL_CTX`) built from one ``TLSConfiguration`` value: trust roots,
 /// certificate and key loaded, verification mode and ALPN set. Shared by every connection whose
 /// configuration is equal, as asyncio connections share an `SSLContext`.
-final class TLSContext: @unchecked Sendable {
+package final class TLSContext: @unchecked Sendable {
     // Sendable: the SSL_CTX is fully configured in init and never changed afterwards; OpenSSL lets
     // threads create connections (SSL_new) from one context concurrently.
 
-    let configuration: TLSConfiguration
+    package let configuration: TLSConfiguration
     let pointer: OpaquePointer
     private let alpnList: UnsafeMutableRawPointer?
 
@@ -125,7 +126,7 @@ final class TLSContext: @unchecked Sendable {
     /// The context for `configuration`, built on first use.
     ///
     /// - Throws: As ``init(_:)``.
-    static func shared(for configuration: TLSConfiguration) throws -> TLSContext {
+    package static func shared(for configuration: TLSConfiguration) throws -> TLSContext {
         if let context = cache.withLock({ $0[configuration] }) { return context }
         // Built outside the lock: loading files may take a while. Two first uses at once build twice
         // and keep one, which is harmless.

@@ -1,17 +1,22 @@
 internal import CTLS
 internal import Glibc
+import UringRuntime
 
-/// One TLS connection layered on a `StreamTransport`, driven through two memory BIOs as asyncio's
-/// `sslproto.py` drives `ssl.MemoryBIO`: ciphertext the transport receives goes into the input
-/// BIO and comes out as plaintext for the reader; plaintext the writer writes comes out of the
-/// output BIO as ciphertext for the transport. All socket I/O stays on the transport (io_uring).
+/// TLS as a transport layer (asyncio's `sslproto.py`: `SSLProtocol` with its
+/// `_SSLProtocolTransport`): it is the protocol of the socket's transport below, turning the
+/// ciphertext it receives into plaintext for the protocol above, and it is the transport that
+/// protocol writes to, turning plaintext into records for the socket. OpenSSL runs over two
+/// memory BIOs; all socket I/O stays on the socket transport (io_uring).
 ///
-/// Received data arrives on the loop thread (through `StreamReaderProtocol`); writes come from any
-/// thread. One lock serialises every use of the OpenSSL object, and ciphertext is handed to the
-/// transport under that lock, so records reach the socket in the order they were made.
-final class TLSSession: @unchecked Sendable {
-    // Sendable: `ssl` (and its BIOs) are used only inside `state.withLock`; everything else is
-    // immutable or thread-safe (transport, reader).
+/// Received data arrives on the loop thread; writes come from any thread. One lock serialises
+/// every use of the OpenSSL object, and ciphertext is handed to the socket transport under that
+/// lock, so records reach the socket in the order they were made. The protocol above hears
+/// `connectionMade` once the handshake has finished, and `connectionLost` only after that.
+///
+/// Corresponds to asyncio's `_SSLProtocolTransport` (what `writer.transport` is over TLS).
+public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Sendable {
+    // Sendable: `ssl` (and its BIOs) are used only inside `state.withLock`; `upper` and `madeUpper`
+    // only on the loop thread; everything else is immutable or thread-safe.
 
     private enum Phase { case handshaking, established, failed }
 
@@ -24,20 +29,20 @@ final class TLSSession: @unchecked Sendable {
         /// close() or writeEOF() was called: close_notify is (or will be) sent, writes are dropped.
         var writeShut = false
         var closeNotifySent = false
-        /// close() was called: the transport closes once the peer's close_notify (or EOF) came.
+        /// close() was called: the socket closes once the peer's close_notify (or EOF) came.
         var closing = false
         /// The peer's close_notify or end of file arrived.
         var peerClosed = false
         /// Aborts the connection when closing takes longer than the shutdown timeout.
         var shutdownTimer: Task<Void, Never>?
         var droppedWrite = false
-        var handshakeWaiter: UnsafeContinuation<Void, any Error>?
+        var handshakeWaiters = Waiters<any Error>()
         var info: TLSConnectionInfo?
     }
 
-    let transport: StreamTransport
-    let reader: StreamReader
-    let context: TLSContext
+    /// The socket's transport, which carries the records.
+    package let inner: SocketTransport
+    package let context: TLSContext
     /// The name sent in SNI and verified (clients only).
     let serverHostname: String?
     /// How long ``close()`` waits for the peer's close_notify and for queued data to leave.
@@ -47,21 +52,31 @@ final class TLSSession: @unchecked Sendable {
     private let output: OpaquePointer
     private let state = Locked(State())
 
+    // Loop-thread state.
+    private var upper: (any StreamProtocol)?
+    private var madeUpper = false
+
     /// Ciphertext or plaintext taken from OpenSSL at once; a TLS record carries at most 16 KiB.
     private static let recordSize = 16 * 1024
     /// The most plaintext one chunk holds (the transport's receive buffers are this large).
     private static let largestChunk = 256 * 1024
 
-    /// A connection in the handshake phase; ``start()`` sends the first flight.
+    /// asyncio's default `ssl_shutdown_timeout`.
+    package static let defaultShutdownTimeout = Duration.seconds(30)
+
+    public var loop: EventLoop { inner.loop }
+
+    /// A connection in the handshake phase over `inner`, for `upper`; ``start()`` sends the first
+    /// flight once `inner` hands its data here.
     ///
     /// - Parameters:
     ///   - serverHostname: For a client: the name for SNI (omitted for IP addresses) and for
     ///     verification (a DNS name or an IP address). Required when the client verifies.
     /// - Throws: ``StreamError/invalidArgument(_:)`` when a verifying client has no name, or
     ///   OpenSSL cannot make the connection object.
-    init(
-        context: TLSContext, transport: StreamTransport, reader: StreamReader, serverHostname: String?,
-        shutdownTimeout: Duration = TLSRequest.defaultShutdownTimeout
+    package init(
+        context: TLSContext, inner: SocketTransport, serverHostname: String?, upper: any StreamProtocol,
+        shutdownTimeout: Duration = TLSTransport.defaultShutdownTimeout
     ) throws {
         self.shutdownTimeout = shutdownTimeout
         let configuration = context.configuration
@@ -82,9 +97,9 @@ final class TLSSession: @unchecked Sendable {
         self.ssl = ssl
         self.input = input
         self.output = output
-        self.transport = transport
-        self.reader = reader
+        self.inner = inner
         self.context = context
+        self.upper = upper
         if configuration.role == .client {
             self.serverHostname = serverHostname
             SSL_set_connect_state(ssl)
@@ -130,9 +145,9 @@ final class TLSSession: @unchecked Sendable {
 
     // MARK: Handshake
 
-    /// Sends the client's first flight (a server waits for it); on the loop thread, once received
-    /// data is routed to this session.
-    func start() {
+    /// Sends the client's first flight (a server waits for it); on the loop thread, once `inner`
+    /// hands its data here.
+    package func start() {
         var outcome = Outcome()
         state.withLock { state in advanceHandshake(&state, &outcome) }
         finish(outcome)
@@ -142,50 +157,41 @@ final class TLSSession: @unchecked Sendable {
     ///
     /// - Parameter timeout: The deadline; when it passes first the connection is aborted.
     /// - Throws: ``StreamError/timedOut``; ``StreamError/tlsHandshakeFailed(_:)``,
-    ///   ``StreamError/tlsCertificateRejected(_:)``; the transport's error; `CancellationError`
+    ///   ``StreamError/tlsCertificateRejected(_:)``; the socket's error; `CancellationError`
     ///   (the connection is aborted).
-    func waitForHandshake(timeout: Duration) async throws {
-        let loop = transport.loop
+    package func waitForHandshake(timeout: Duration) async throws {
+        let loop = inner.loop
         let timer = Task(executorPreference: loop) { [weak self] in
             do { try await loop.sleep(for: timeout) } catch { return }
             self?.fail(StreamError.timedOut)
         }
         defer { timer.cancel() }
-        try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-                enum Check { case wait, ready, fail(any Error) }
-                let check = state.withLock { state -> Check in
-                    switch state.phase {
-                    case .established: return .ready
-                    case .failed: return .fail(state.error ?? StreamError.connectionReset)
-                    case .handshaking:
-                        if Task.isCancelled { return .fail(CancellationError()) }
-                        state.handshakeWaiter = continuation
-                        return .wait
-                    }
-                }
-                switch check {
-                case .wait: break
-                case .ready: continuation.resume()
-                case .fail(let error): continuation.resume(throwing: error)
+        do {
+            try await state.wait(in: \.handshakeWaiters) { state in
+                switch state.phase {
+                case .established: return true
+                case .failed: throw state.error ?? StreamError.connectionReset
+                case .handshaking: return false
                 }
             }
-        } onCancel: {
+        } catch is CancellationError {
             fail(CancellationError())
+            throw CancellationError()
         }
     }
 
-    /// What a step under the lock leaves to do outside it: feeding the reader, resuming the
-    /// handshake's waiter and closing never happen under the session's lock.
+    /// What a step under the lock leaves to do outside it: calling the protocol above, resuming
+    /// handshake waiters and closing never happen under the lock.
     private struct Outcome {
         var plaintext: [Bytes] = []
         var endOfStream = false
-        var handshakeDone: UnsafeContinuation<Void, any Error>?
-        var failure: (error: any Error, waiter: UnsafeContinuation<Void, any Error>?)?
+        /// The handshake finished: tell the protocol above, and resume its waiters.
+        var established: [UnsafeContinuation<Void, any Error>]?
+        var failure: (error: any Error, waiters: [UnsafeContinuation<Void, any Error>])?
         /// Abort rather than close after a failure: nothing worth sending is queued.
         var abort = false
-        /// close() waited for the peer's close_notify, which has come: close the transport.
-        var closeTransport = false
+        /// close() waited for the peer's close_notify, which has come: close the socket.
+        var closeSocket = false
     }
 
     /// Runs the handshake as far as the received data allows; under the lock.
@@ -197,7 +203,7 @@ final class TLSSession: @unchecked Sendable {
             state.phase = .established
             state.info = TLSConnectionInfo(
                 ssl: ssl, serverHostname: serverHostname, configuration: context.configuration)
-            outcome.handshakeDone = state.handshakeWaiter.take()
+            outcome.established = state.handshakeWaiters.takeAll()
             for bytes in state.pending { bytes.withUnsafeBytes { encrypt($0, &state, &outcome) } }
             state.pending.removeAll()
             if state.writeShut { sendCloseNotify(&state) }
@@ -210,14 +216,16 @@ final class TLSSession: @unchecked Sendable {
         flushOutput()
     }
 
-    // MARK: Receiving
+    // MARK: The socket's protocol
 
-    /// Ciphertext from the transport; on the loop thread.
-    func received(_ bytes: Bytes) {
+    public func connectionMade(_ transport: any Transport) {}
+
+    /// Ciphertext from the socket; on the loop thread.
+    public func dataReceived(_ data: Bytes) {
         var outcome = Outcome()
         state.withLock { state in
             guard state.phase != .failed else { return }
-            bytes.withUnsafeBytes { raw in
+            data.withUnsafeBytes { raw in
                 // A memory BIO grows to take everything.
                 _ = BIO_write(input, raw.baseAddress, Int32(raw.count))
             }
@@ -230,7 +238,7 @@ final class TLSSession: @unchecked Sendable {
 
     /// Takes every whole record out of the input BIO; under the lock. The input holds at most what
     /// one receive delivered, so the plaintext made here is bounded too, and the reader's limit
-    /// (which pauses the transport) bounds the rest.
+    /// (which pauses the socket) bounds the rest.
     private func decrypt(_ state: inout State, _ outcome: inout Outcome) {
         // Stop before allocating a record's worth of memory when nothing is left to read.
         while ctls_bio_pending(input) > 0 || SSL_has_pending(ssl) == 1 {
@@ -269,10 +277,10 @@ final class TLSSession: @unchecked Sendable {
         }
     }
 
-    /// The transport saw end of file; on the loop thread. Mid-handshake that fails the handshake;
+    /// The socket saw end of file; on the loop thread. Mid-handshake that fails the handshake;
     /// afterwards it ends the stream even without close_notify, as asyncio does (many servers
-    /// close without it).
-    func receivedEOF() {
+    /// close without it). The socket stays open: closing is decided here.
+    public func eofReceived() -> Bool {
         var outcome = Outcome()
         state.withLock { state in
             switch state.phase {
@@ -288,35 +296,51 @@ final class TLSSession: @unchecked Sendable {
             }
         }
         finish(outcome)
+        return true
     }
 
-    /// The transport closed; on the loop thread. A handshake still waiting fails with the
-    /// transport's error.
-    func connectionLost(_ error: (any Error)?) {
+    /// The socket closed; on the loop thread. A handshake still waiting fails with the socket's
+    /// error; the protocol above hears of it if it heard the connection was made.
+    public func connectionLost(_ error: (any Error)?) {
         var outcome = Outcome()
-        let timer = state.withLock { $0.shutdownTimer.take() }
-        timer?.cancel()
-        state.withLock { state in
-            guard state.phase == .handshaking else { return }
-            fail(
-                error ?? StreamError.tlsHandshakeFailed("the connection closed during the handshake"), &state, &outcome)
+        let timer = state.withLock { state -> Task<Void, Never>? in
+            if state.phase == .handshaking {
+                fail(
+                    error ?? StreamError.tlsHandshakeFailed("the connection closed during the handshake"), &state,
+                    &outcome)
+            }
+            return state.shutdownTimer.take()
         }
+        timer?.cancel()
         finish(outcome)
+        let reported = state.withLock { $0.error } ?? error
+        let upper = self.upper
+        self.upper = nil
+        if madeUpper { upper?.connectionLost(reported) }
+    }
+
+    public func pauseWriting() {
+        upper?.pauseWriting()
+    }
+
+    public func resumeWriting() {
+        upper?.resumeWriting()
     }
 
     // MARK: Writing
 
-    /// Encrypts `bytes` and queues the records on the transport; from any thread. Before the
+    /// Encrypts `bytes` and queues the records on the socket; from any thread. Before the
     /// handshake has finished the plaintext waits; after close() or writeEOF() it is dropped.
-    func write(_ bytes: Bytes) {
+    public func write(_ bytes: Bytes) {
         guard bytes.count > 0 else { return }
         bytes.withUnsafeBytes { write($0, keeping: bytes) }
     }
 
     /// Encrypts `data` straight from the caller's memory: only plaintext that has to wait for the
     /// handshake is copied.
-    func write(_ data: some Collection<UInt8>) {
+    public func write<Data: Collection>(_ data: Data) where Data.Element == UInt8 {
         guard !data.isEmpty else { return }
+        if let bytes = data as? Bytes { return write(bytes) }
         let direct: Void? = data.withContiguousStorageIfAvailable { write(UnsafeRawBufferPointer($0), keeping: nil) }
         if direct == nil { write(Bytes(data)) }
     }
@@ -359,8 +383,8 @@ final class TLSSession: @unchecked Sendable {
         }
     }
 
-    /// Moves what OpenSSL produced (records, alerts) to the transport; under the lock, so the
-    /// transport's queue has records in the order OpenSSL made them.
+    /// Moves what OpenSSL produced (records, alerts) to the socket; under the lock, so the
+    /// socket's queue has records in the order OpenSSL made them.
     private func flushOutput() {
         let pending = ctls_bio_pending(output)
         guard pending > 0 else { return }
@@ -373,7 +397,7 @@ final class TLSSession: @unchecked Sendable {
             }
             return filled
         }
-        transport.write(bytes)
+        inner.write(bytes)
     }
 
     /// Queues close_notify once; under the lock.
@@ -381,15 +405,15 @@ final class TLSSession: @unchecked Sendable {
         guard state.phase == .established, !state.closeNotifySent else { return }
         state.closeNotifySent = true
         ERR_clear_error()
-        // 0 means "sent, the peer's has not come": we do not wait for it (see docs/tls.md).
+        // 0 means "sent, the peer's has not come": close() waits for it separately.
         _ = SSL_shutdown(ssl)
         ERR_clear_error()
         flushOutput()
     }
 
-    /// Sends close_notify after what is queued; later writes are dropped. The transport stays open
+    /// Sends close_notify after what is queued; later writes are dropped. The socket stays open
     /// for reading (TLS has no half-close of its own; asyncio refuses `write_eof` over TLS).
-    func writeEOF() {
+    public func writeEOF() {
         state.withLock { state in
             guard !state.writeShut else { return }
             state.writeShut = true
@@ -397,11 +421,14 @@ final class TLSSession: @unchecked Sendable {
         }
     }
 
-    /// Sends close_notify, waits for the peer's (or its end of file), then closes the transport
-    /// once what is queued has gone; aborts with ``StreamError/timedOut`` when all that takes
-    /// longer than the shutdown timeout (asyncio `close()` on an SSL transport, with
+    /// False: TLS has no half-close a peer must honour (asyncio `can_write_eof()`).
+    public var canWriteEOF: Bool { false }
+
+    /// Sends close_notify, waits for the peer's (or its end of file), then closes the socket once
+    /// what is queued has gone; aborts with ``StreamError/timedOut`` when all that takes longer
+    /// than the shutdown timeout (asyncio `close()` on an SSL transport, with
     /// `ssl_shutdown_timeout`).
-    func close() {
+    public func close() {
         let closeNow = state.withLock { state -> Bool? in
             state.writeShut = true
             sendCloseNotify(&state)
@@ -410,27 +437,70 @@ final class TLSSession: @unchecked Sendable {
             return state.phase != .established || state.peerClosed
         }
         guard let closeNow else { return }
-        if closeNow { transport.close() }
+        if closeNow { inner.close() }
         // Also when closing now: a peer that stops reading would keep the queue from draining.
-        let transport = self.transport
+        let inner = self.inner
         let timeout = shutdownTimeout
-        let timer = Task(executorPreference: transport.loop) {
-            do { try await transport.loop.sleep(for: timeout) } catch { return }
-            transport.abort(failing: StreamError.timedOut)
+        let timer = Task(executorPreference: inner.loop) {
+            do { try await inner.loop.sleep(for: timeout) } catch { return }
+            inner.abort(failing: StreamError.timedOut)
         }
         let lost = state.withLock { state -> Bool in
             state.shutdownTimer = timer
-            return transport.isLost
+            return inner.isLost
         }
         if lost { timer.cancel() }
     }
+
+    /// Closes the socket at once, without close_notify (asyncio `abort()`).
+    public func abort() {
+        inner.abort()
+    }
+
+    public var isClosing: Bool { state.withLock { $0.closing } || inner.isClosing }
 
     /// The peer ended its side (close_notify or end of file); under the lock.
     private func peerClosed(_ state: inout State, _ outcome: inout Outcome) {
         guard !state.peerClosed else { return }
         state.peerClosed = true
-        if state.closing { outcome.closeTransport = true }
+        if state.closing { outcome.closeSocket = true }
     }
+
+    // MARK: The socket's other members
+
+    public func pauseReading() { inner.pauseReading() }
+    public func resumeReading() { inner.resumeReading() }
+    public var isReading: Bool { inner.isReading }
+    /// The encrypted bytes queued on the socket (plaintext is encrypted at once).
+    public var writeBufferSize: Int { inner.writeBufferSize }
+    public var writeBufferLimits: (low: Int, high: Int) { inner.writeBufferLimits }
+    public func setWriteBufferLimits(high: Int?, low: Int?) { inner.setWriteBufferLimits(high: high, low: low) }
+    public var peerAddress: SocketAddress? { inner.peerAddress }
+    public var localAddress: SocketAddress? { inner.localAddress }
+
+    /// The TLS names (`"sslcontext"`, `"peercert"`, `"cipher"`, `"compression"`, `"ssl_object"`;
+    /// nil until the handshake has finished) and the socket's.
+    public func extraInfo(_ name: String) -> Any? {
+        switch name {
+        case "sslcontext": return context.configuration
+        case "peercert": return info?.peerCertificate
+        case "cipher": return info?.cipher
+        case "ssl_object": return info
+        case "compression": return nil
+        default: return inner.extraInfo(name)
+        }
+    }
+
+    package var drainStatus: DrainStatus {
+        let (error, dropped) = state.withLock { ($0.error, $0.droppedWrite) }
+        if let error { return .fail(error) }
+        if dropped { return .fail(StreamError.closed) }
+        return inner.drainStatus
+    }
+
+    package func waitForDrain() async throws { try await inner.waitForDrain() }
+    package func waitClosed() async throws { try await inner.waitClosed() }
+    package var connectionError: (any Error)? { state.withLock { $0.error } ?? inner.connectionError }
 
     // MARK: Failing
 
@@ -451,36 +521,44 @@ final class TLSSession: @unchecked Sendable {
         state.phase = .failed
         state.error = error
         state.pending.removeAll()
-        outcome.failure = (error, state.handshakeWaiter.take())
+        outcome.failure = (error, state.handshakeWaiters.takeAll())
     }
 
-    /// Does outside the lock what a step decided: feed the reader, resume the handshake's waiter,
-    /// and on failure send what alert OpenSSL queued and close.
+    /// Does outside the lock what a step decided: hand plaintext to the protocol above, tell it the
+    /// connection is made, resume handshake waiters, and on failure send what alert OpenSSL queued
+    /// and close.
     private func finish(_ outcome: Outcome) {
-        for bytes in outcome.plaintext { reader.feed(bytes) }
-        if outcome.endOfStream { reader.feedEOF() }
-        if outcome.closeTransport { transport.close() }
-        outcome.handshakeDone?.resume()
-        if let (error, waiter) = outcome.failure {
-            reader.setException(error)
-            if outcome.abort {
-                transport.abort()
-            } else {
-                // Close, not abort: the alert OpenSSL queued (e.g. unknown CA) should reach the peer.
-                transport.close()
+        if let waiters = outcome.established {
+            if !madeUpper, let upper {
+                madeUpper = true
+                upper.connectionMade(self)
             }
-            waiter?.resume(throwing: error)
+            for waiter in waiters { waiter.resume() }
+        }
+        for bytes in outcome.plaintext { upper?.dataReceived(bytes) }
+        if outcome.endOfStream {
+            // The protocol decides, as over a socket; asyncio always closes here (its SSL has no
+            // half-close), UringStreams keeps the write half when asked: TLS 1.3 allows it.
+            if upper?.eofReceived() != true { close() }
+        }
+        if outcome.closeSocket { inner.close() }
+        if let (error, waiters) = outcome.failure {
+            if outcome.abort {
+                inner.abort(failing: error)
+            } else {
+                // Close, not abort: the alert OpenSSL queued (e.g. unknown CA) should reach the
+                // peer; the socket then reports this error.
+                inner.close(failing: error)
+            }
+            for waiter in waiters { waiter.resume(throwing: error) }
         }
     }
 
-    // MARK: State for the writer
+    // MARK: State for the streams
 
     /// The error the connection failed with, once it failed.
-    var error: (any Error)? { state.withLock { $0.error } }
-
-    /// Whether a write was dropped (after close, writeEOF or a failure): drain reports it.
-    var droppedWrite: Bool { state.withLock { $0.droppedWrite } }
+    package var error: (any Error)? { state.withLock { $0.error } }
 
     /// What the handshake negotiated; nil until it has finished.
-    var info: TLSConnectionInfo? { state.withLock { $0.info } }
+    package var info: TLSConnectionInfo? { state.withLock { $0.info } }
 }

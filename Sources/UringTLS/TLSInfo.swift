@@ -1,4 +1,5 @@
 internal import CTLS
+import UringRuntime
 
 /// The cipher a TLS connection negotiated (asyncio `get_extra_info("cipher")`, the tuple
 /// `(name, protocol, secret_bits)`).
