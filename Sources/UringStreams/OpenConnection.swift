@@ -41,13 +41,40 @@ public func openConnection(
     let tls = try TLSRequest(
         tls, serverHostname: serverHostname, defaultHostname: host, handshakeTimeout: tlsHandshakeTimeout,
         shutdownTimeout: tlsShutdownTimeout)
+    let (fd, loop) = try await connectedSocket(
+        host: host, port: port, family: family, localAddress: localAddress, happyEyeballsDelay: happyEyeballsDelay,
+        interleave: interleave)
+    return try await adoptConnection(fd, on: loop, limit: limit, tls: tls)
+}
+
+/// A socket connected to `host`:`port` from the caller's loop, and that loop.
+func connectedSocket(
+    host: String?, port: Int, family: AddressFamily, localAddress: SocketAddress?, happyEyeballsDelay: Duration?,
+    interleave: Int?
+) async throws -> (Int32, EventLoop) {
     let loop = try await callerLoop()
     let fd = try await onLoop(loop) { () async throws -> Int32 in
         let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: false)
         return try await loop.connect(
             toAnyOf: addresses, from: localAddress, happyEyeballsDelay: happyEyeballsDelay, interleave: interleave)
     }
-    return try await adoptConnection(fd, on: loop, limit: limit, tls: tls)
+    return (fd, loop)
+}
+
+/// A socket connected to the Unix socket at `path` from the caller's loop, and that loop.
+func connectedSocket(unixPath path: String) async throws -> (Int32, EventLoop) {
+    let address = try SocketAddress(unixPath: path)
+    let loop = try await callerLoop()
+    return (try await onLoop(loop) { try await loop.connect(to: address) }, loop)
+}
+
+/// Checks a descriptor handed over to be a stream socket and sets `TCP_NODELAY` on TCP ones (as
+/// asyncio does on every TCP transport).
+func adoptableSocket(_ fileDescriptor: Int32) throws {
+    let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
+    if family == AF_INET || family == AF_INET6 {
+        try? SocketDescriptor.setOption(fileDescriptor, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+    }
 }
 
 /// Wraps an already connected stream socket in a reader and writer, taking ownership of it.
@@ -61,10 +88,7 @@ public func openConnection(
 /// Corresponds to asyncio `await asyncio.open_connection(sock=sock)`.
 public func openConnection(fileDescriptor: Int32, limit: Int = 65_536) async throws -> (StreamReader, StreamWriter) {
     try validate(limit: limit)
-    let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
-    if family == AF_INET || family == AF_INET6 {
-        try? SocketDescriptor.setOption(fileDescriptor, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-    }
+    try adoptableSocket(fileDescriptor)
     return try await adoptConnection(fileDescriptor, on: try await callerLoop(), limit: limit, tls: nil)
 }
 
@@ -91,8 +115,6 @@ public func openUnixConnection(
     try validate(limit: limit)
     let tls = try TLSRequest(
         tls, serverHostname: serverHostname, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
-    let address = try SocketAddress(unixPath: path)
-    let loop = try await callerLoop()
-    let fd = try await onLoop(loop) { try await loop.connect(to: address) }
+    let (fd, loop) = try await connectedSocket(unixPath: path)
     return try await adoptConnection(fd, on: loop, limit: limit, tls: tls)
 }

@@ -35,12 +35,9 @@ public func startServer(
 ) async throws -> Server {
     try validate(limit: limit)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
-    let host = host?.isEmpty == true ? nil : host
-    let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
-    let descriptors = try SocketDescriptor.bindForListening(
-        addresses, reuseAddress: reuseAddress ?? true, reusePort: reusePort ?? false)
     return try await makeServer(
-        descriptors: descriptors, backlog: backlog, unixSocket: nil, startServing: startServing, group: group,
+        host: host, port: port, family: family, backlog: backlog, reuseAddress: reuseAddress, reusePort: reusePort,
+        startServing: startServing, group: group,
         starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
 }
 
@@ -68,11 +65,9 @@ public func startServer(
 ) async throws -> Server {
     try validate(limit: limit)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
-    let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
     return try await makeServer(
-        descriptors: [fileDescriptor], backlog: backlog,
-        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, startServing: startServing,
-        group: group, starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
+        fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group,
+        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
 }
 
 /// Starts a Unix socket server at `path`; a stale socket file there is removed first.
@@ -86,6 +81,7 @@ public func startServer(
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
 ///   - startServing: Whether to accept at once.
+///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS argument; a bind error
 ///   (e.g. `EADDRINUSE` when a non-socket file is in the way).
@@ -94,30 +90,17 @@ public func startServer(
 public func startUnixServer(
     path: String, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
-    clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+    on group: EventLoopGroup? = nil, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
-    let address = try SocketAddress(unixPath: path)
-    if !path.hasPrefix("\0") {
-        // asyncio removes a stale socket file (left by a crashed server), never any other file.
-        var info = stat()
-        if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
-    }
-    let fd = try SocketDescriptor.make(family: .unix)
-    do {
-        try SocketDescriptor.bind(fd, to: address)
-    } catch {
-        close(fd)
-        throw error
-    }
     return try await makeServer(
-        descriptors: [fd], backlog: backlog, unixSocket: unixSocketIdentity(of: fd), startServing: startServing,
-        group: nil, starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
+        unixPath: path, backlog: backlog, startServing: startServing, group: group,
+        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
 }
 
 /// A server's TLS arguments, checked; the configuration must be a server's.
-private func serverTLS(_ tls: TLSConfiguration?, handshakeTimeout: Duration?, shutdownTimeout: Duration?) throws
+func serverTLS(_ tls: TLSConfiguration?, handshakeTimeout: Duration?, shutdownTimeout: Duration?) throws
     -> TLSRequest?
 {
     if let tls, tls.role != .server {
@@ -134,6 +117,53 @@ private func unixSocketIdentity(of fd: Int32) -> (path: String, inode: UInt)? {
     var info = stat()
     guard stat(path, &info) == 0 else { return nil }
     return (path, UInt(info.st_ino))
+}
+
+/// A server listening on what `host` resolves to (every interface when nil or empty).
+func makeServer(
+    host: String?, port: Int, family: AddressFamily, backlog: Int, reuseAddress: Bool?, reusePort: Bool?,
+    startServing: Bool, group: EventLoopGroup?, starter: ConnectionStarter
+) async throws -> Server {
+    let host = host?.isEmpty == true ? nil : host
+    let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
+    let descriptors = try SocketDescriptor.bindForListening(
+        addresses, reuseAddress: reuseAddress ?? true, reusePort: reusePort ?? false)
+    return try await makeServer(
+        descriptors: descriptors, backlog: backlog, unixSocket: nil, startServing: startServing, group: group,
+        starter: starter)
+}
+
+/// A server on a bound socket the caller hands over.
+func makeServer(
+    fileDescriptor: Int32, backlog: Int, startServing: Bool, group: EventLoopGroup?, starter: ConnectionStarter
+) async throws -> Server {
+    let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
+    return try await makeServer(
+        descriptors: [fileDescriptor], backlog: backlog,
+        unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, startServing: startServing,
+        group: group, starter: starter)
+}
+
+/// A server on a new Unix socket at `path`; a stale socket file there is removed first.
+func makeServer(
+    unixPath path: String, backlog: Int, startServing: Bool, group: EventLoopGroup?, starter: ConnectionStarter
+) async throws -> Server {
+    let address = try SocketAddress(unixPath: path)
+    if !path.hasPrefix("\0") {
+        // asyncio removes a stale socket file (left by a crashed server), never any other file.
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
+    }
+    let fd = try SocketDescriptor.make(family: .unix)
+    do {
+        try SocketDescriptor.bind(fd, to: address)
+    } catch {
+        close(fd)
+        throw error
+    }
+    return try await makeServer(
+        descriptors: [fd], backlog: backlog, unixSocket: unixSocketIdentity(of: fd), startServing: startServing,
+        group: group, starter: starter)
 }
 
 func makeServer(

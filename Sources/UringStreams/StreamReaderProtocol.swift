@@ -41,31 +41,13 @@ final class StreamReaderProtocol: StreamProtocol, Sendable {
 func makeStreams(
     loop: EventLoop, fileDescriptor: Int32, limit: Int, tls: TLSRequest? = nil, slot: ConnectionSlot? = nil
 ) throws -> (StreamReader, StreamWriter) {
-    let socket = SocketTransport(loop: loop, fileDescriptor: fileDescriptor)
     let reader = StreamReader(validLimit: limit)
     let readerProtocol = StreamReaderProtocol(reader: reader)
-    guard let tls else {
-        reader.attach(socket)
-        if let slot {
-            slot.register(socket)
-            socket.onClose(slot.closed)
-        }
-        socket.start(protocol: readerProtocol)
-        return (reader, StreamWriter(socket: socket, reader: reader, readerProtocol: readerProtocol))
-    }
-    // On failure the socket transport (not started) closes the descriptor as it goes.
-    let layer = try TLSTransport(
-        context: tls.context, inner: socket, serverHostname: tls.serverHostname, upper: readerProtocol,
-        shutdownTimeout: tls.shutdownTimeout)
-    reader.attach(layer)
-    if let slot {
-        slot.register(layer)
-        socket.onClose(slot.closed)
-    }
-    socket.start(protocol: layer)
-    let writer = StreamWriter(socket: socket, reader: reader, readerProtocol: readerProtocol)
-    writer.install(layer)
-    layer.start()
+    let transports = try ConnectionTransports.start(
+        loop: loop, fileDescriptor: fileDescriptor, owner: readerProtocol, tls: tls, slot: slot,
+        prepare: { reader.attach($0) })
+    let writer = StreamWriter(socket: transports.socket, reader: reader, readerProtocol: readerProtocol)
+    if let layer = transports.tls { writer.install(layer) }
     return (reader, writer)
 }
 

@@ -133,9 +133,14 @@ public final class EventLoop: @unchecked Sendable {
         CurrentLoopSlot.value == Unmanaged.passUnretained(self).toOpaque()
     }
 
-    /// Traps in debug builds unless called on the loop's thread (SwiftNIO's `assertInEventLoop`).
+    /// Traps in debug builds unless called on the loop's thread (SwiftNIO's `assertInEventLoop`);
+    /// a protocol's helpers can check that they run where its callbacks do.
+    ///
+    /// - Parameters:
+    ///   - file: Where the check is, for the message.
+    ///   - line: Where the check is, for the message.
     @inline(__always)
-    func assertInEventLoop(file: StaticString = #fileID, line: UInt = #line) {
+    public func assertInEventLoop(file: StaticString = #fileID, line: UInt = #line) {
         assert(inEventLoop, "must run on event loop \(id)", file: file, line: line)
     }
 
