@@ -186,8 +186,8 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
         var plaintext: [Bytes] = []
         var endOfStream = false
         /// The handshake finished: tell the protocol above, and resume its waiters.
-        var established: [UnsafeContinuation<Void, any Error>]?
-        var failure: (error: any Error, waiters: [UnsafeContinuation<Void, any Error>])?
+        var established: Waiters<any Error>.Taken?
+        var failure: (error: any Error, waiters: Waiters<any Error>.Taken)?
         /// Abort rather than close after a failure: nothing worth sending is queued.
         var abort = false
         /// close() waited for the peer's close_notify, which has come: close the socket.
@@ -267,7 +267,6 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
                 return
             case SSL_ERROR_ZERO_RETURN:
                 // close_notify: the peer's orderly end of data.
-                outcome.endOfStream = true
                 peerClosed(&state, &outcome)
                 return
             default:
@@ -289,7 +288,6 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
                     StreamError.tlsHandshakeFailed("the peer closed the connection during the handshake"), &state,
                     &outcome)
             case .established:
-                outcome.endOfStream = true
                 peerClosed(&state, &outcome)
             case .failed:
                 break
@@ -459,10 +457,13 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
 
     public var isClosing: Bool { state.withLock { $0.closing } || inner.isClosing }
 
-    /// The peer ended its side (close_notify or end of file); under the lock.
+    /// The peer ended its side (close_notify or end of file); under the lock. The first of them
+    /// is the end of the stream: close_notify followed by the socket's end of file tells the
+    /// protocol above once.
     private func peerClosed(_ state: inout State, _ outcome: inout Outcome) {
         guard !state.peerClosed else { return }
         state.peerClosed = true
+        outcome.endOfStream = true
         if state.closing { outcome.closeSocket = true }
     }
 
@@ -533,7 +534,7 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
                 madeUpper = true
                 upper.connectionMade(self)
             }
-            for waiter in waiters { waiter.resume() }
+            waiters.resume()
         }
         for bytes in outcome.plaintext { upper?.dataReceived(bytes) }
         if outcome.endOfStream {
@@ -550,7 +551,7 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
                 // peer; the socket then reports this error.
                 inner.close(failing: error)
             }
-            for waiter in waiters { waiter.resume(throwing: error) }
+            waiters.resume(throwing: error)
         }
     }
 
