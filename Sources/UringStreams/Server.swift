@@ -14,12 +14,13 @@ public final class Server: Sendable {
         var serving = false
         var closed = false
         var servingForever = false
-        var foreverWaiter: UnsafeContinuation<Void, Never>?
+        /// The task in serveForever(), woken by close().
+        var foreverWaiters = Waiters<any Error>()
         /// Each connection's top transport (TLS when the server serves TLS), by a number of the
         /// server's, so closeClients sends close_notify.
         var connections: [Int: any Transport] = [:]
         var nextConnection = 0
-        var closeWaiters = Waiters<Never>()
+        var closeWaiters = Waiters<any Error>()
         /// Listeners that have not closed their descriptor yet.
         var openListeners = 0
 
@@ -94,11 +95,11 @@ public final class Server: Sendable {
     /// Stops listening and closes the listening sockets before it returns; connections already
     /// accepted stay open (asyncio `close()`). A Unix server's socket file is removed (asyncio 3.13).
     public func close() {
-        let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>?? in
+        let waiter = state.withLock { state -> Waiters<any Error>.Taken? in
             guard !state.closed else { return nil }
             state.closed = true
             state.serving = false
-            return .some(state.foreverWaiter.take())
+            return state.foreverWaiters.takeAll()
         }
         guard let waiter else { return }
         if let unixSocket {
@@ -113,7 +114,7 @@ public final class Server: Sendable {
         // A Unix socket's accept does not end when its socket is shut down: cancel it too.
         let running = listeners.withLock { $0 }
         if !running.isEmpty { runOnListenerLoop { for listener in running { listener.close() } } }
-        waiter?.resume()
+        waiter.resume()
         finishIfIdle()
     }
 
@@ -123,20 +124,8 @@ public final class Server: Sendable {
     ///
     /// Corresponds to asyncio `await server.wait_closed()` (3.12.1 and later).
     public func waitClosed() async {
-        let id = state.withLock { $0.closeWaiters.reserveID() }
-        await withTaskCancellationHandler {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                let done = state.withLock { state -> Bool in
-                    if state.isIdleAfterClose || Task.isCancelled { return true }
-                    state.closeWaiters.add(continuation, id: id)
-                    return false
-                }
-                if done { continuation.resume() }
-            }
-        } onCancel: {
-            let waiter = state.withLock { $0.closeWaiters.remove(id) }
-            waiter?.resume()
-        }
+        // Cancellation ends the wait early, and that is all it does.
+        try? await state.wait(in: \.closeWaiters) { $0.isIdleAfterClose }
     }
 
     /// Serves until the server is closed.
@@ -154,17 +143,12 @@ public final class Server: Sendable {
         }
         defer { state.withLock { $0.servingForever = false } }
         try await startServing()
-        await withTaskCancellationHandler {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                let done = state.withLock { state -> Bool in
-                    if state.closed || Task.isCancelled { return true }
-                    state.foreverWaiter = continuation
-                    return false
-                }
-                if done { continuation.resume() }
-            }
-        } onCancel: {
+        do {
+            try await state.wait(in: \.foreverWaiters) { $0.closed }
+        } catch {
+            // Only cancellation ends the wait with an error.
             close()
+            throw error
         }
         if Task.isCancelled {
             close()
@@ -257,11 +241,9 @@ public final class Server: Sendable {
     }
 
     private func finishIfIdle() {
-        let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
-            guard state.isIdleAfterClose else { return [] }
-            return state.closeWaiters.takeAll()
-        }
-        for waiter in waiters { waiter.resume() }
+        state.withLock { state in
+            state.isIdleAfterClose ? state.closeWaiters.takeAll() : .none
+        }.resume()
     }
 }
 

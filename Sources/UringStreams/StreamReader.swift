@@ -11,9 +11,9 @@ public final class StreamReader: Sendable {
         var buffer = ChunkQueue()
         var eof = false
         var exception: (any Error)?
-        /// The waiting read's continuation, resumed (without an error: the read checks again) when
+        /// The waiting read (one at most), resumed (without an error: the read checks again) when
         /// data, EOF or an error arrives, or with `CancellationError` when its task is cancelled.
-        var waiter: UnsafeContinuation<Void, any Error>?
+        var waiters = Waiters<any Error>()
         /// Set from a read's first wait until it finishes: meanwhile no other read may start.
         var reading = false
         /// Counts feeds, EOF and errors, so a read that found nothing can tell whether anything
@@ -77,7 +77,7 @@ public final class StreamReader: Sendable {
     func feed(_ bytes: Bytes) {
         guard bytes.count > 0 else { return }
         let (waiter, copied, transport) = state.withLock {
-            state -> (UnsafeContinuation<Void, any Error>?, Int, (any Transport)?) in
+            state -> (Waiters<any Error>.Taken, Int, (any Transport)?) in
             assert(!state.eof, "feedData after feedEOF")
             let copied = state.buffer.append(bytes)
             state.changes &+= 1
@@ -89,20 +89,19 @@ public final class StreamReader: Sendable {
                 state.paused = true
                 transport.pauseReading()
             }
-            return (state.waiter.take(), copied, state.transport)
+            return (state.waiters.takeAll(), copied, state.transport)
         }
         if copied > 0, let transport { transport.loop.recordCopiedOnReceive(copied) }
-        waiter?.resume()
+        waiter.resume()
     }
 
     /// Marks the end of the stream and wakes a waiting read (asyncio `feed_eof`).
     public func feedEOF() {
-        let waiter = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
+        state.withLock { state in
             state.eof = true
             state.changes &+= 1
-            return state.waiter.take()
-        }
-        waiter?.resume()
+            return state.waiters.takeAll()
+        }.resume()
     }
 
     /// Whether the buffer is empty and the stream has ended (asyncio `at_eof`).
@@ -118,12 +117,11 @@ public final class StreamReader: Sendable {
     /// Stores `error`, which every later read throws, and wakes a waiting read with it
     /// (asyncio `set_exception`).
     public func setException(_ error: any Error) {
-        let waiter = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
+        state.withLock { state in
             state.exception = error
             state.changes &+= 1
-            return state.waiter.take()
-        }
-        waiter?.resume()
+            return state.waiters.takeAll()
+        }.resume()
     }
 
     /// What the reader holds, for tests of its memory bound: payload bytes and their total cost
@@ -146,7 +144,7 @@ public final class StreamReader: Sendable {
     ///   ``StreamError/readInProgress`` when another read is waiting.
     ///
     /// Corresponds to asyncio `await reader.read(n=-1)`.
-    public func read(_ n: Int = -1) async throws -> Bytes {
+    nonisolated(nonsending) public func read(_ n: Int = -1) async throws -> Bytes {
         if n == 0 {
             try checkException()
             return Bytes()
@@ -174,7 +172,7 @@ public final class StreamReader: Sendable {
     ///   discarded as asyncio does); the stored error; `CancellationError` (nothing consumed).
     ///
     /// Corresponds to asyncio `await reader.readline()`.
-    public func readLine() async throws -> Bytes {
+    nonisolated(nonsending) public func readLine() async throws -> Bytes {
         var scan = SeparatorScan(Self.newline)
         return try await perform { state, copied in
             do {
@@ -205,7 +203,7 @@ public final class StreamReader: Sendable {
     ///   ``StreamError/invalidArgument(_:)`` for an empty separator.
     ///
     /// Corresponds to asyncio `await reader.readuntil(separator=b'\n')`.
-    public func readUntil(_ separator: some Collection<UInt8> = [UInt8(ascii: "\n")]) async throws -> Bytes {
+    nonisolated(nonsending) public func readUntil(_ separator: some Collection<UInt8> = [UInt8(ascii: "\n")]) async throws -> Bytes {
         try await readUntil(anyOf: [Array(separator)])
     }
 
@@ -216,7 +214,7 @@ public final class StreamReader: Sendable {
     /// - Throws: As ``readUntil(_:)``.
     ///
     /// Corresponds to asyncio 3.13 `await reader.readuntil((sep1, sep2))`.
-    public func readUntil(anyOf separators: [[UInt8]]) async throws -> Bytes {
+    nonisolated(nonsending) public func readUntil(anyOf separators: [[UInt8]]) async throws -> Bytes {
         let sorted = separators.count == 1 ? separators : separators.sorted { $0.count < $1.count }
         guard let shortest = sorted.first else {
             throw StreamError.invalidArgument("Separator should contain at least one element")
@@ -234,7 +232,7 @@ public final class StreamReader: Sendable {
     ///   ``StreamError/invalidArgument(_:)`` for `n < 0`; the stored error; `CancellationError`.
     ///
     /// Corresponds to asyncio `await reader.readexactly(n)`.
-    public func readExactly(_ n: Int) async throws -> Bytes {
+    nonisolated(nonsending) public func readExactly(_ n: Int) async throws -> Bytes {
         guard n >= 0 else { throw StreamError.invalidArgument("readexactly size can not be less than zero") }
         if n == 0 {
             try checkException()
@@ -258,7 +256,7 @@ public final class StreamReader: Sendable {
     /// result, throws, or returns nil to wait for more data, after which it runs again. Checking
     /// and taking happen under one lock, and only one read may wait at a time: a read that would
     /// start while another waits throws ``StreamError/readInProgress``.
-    private func perform(_ attempt: (inout State, inout Int) throws -> Bytes?) async throws -> Bytes {
+    nonisolated(nonsending) private func perform(_ attempt: (inout State, inout Int) throws -> Bytes?) async throws -> Bytes {
         var copied = 0
         defer { recordCopies(copied) }
         var seen = 0
@@ -330,25 +328,8 @@ public final class StreamReader: Sendable {
     /// Waits until data, EOF or an error was fed after the read's last attempt (whose count of
     /// changes was `seen`), or the task is cancelled; on a feed that came between that attempt and
     /// this wait, returns at once.
-    private func waitForChange(since seen: Int) async throws {
-        try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-                enum Outcome { case wait, changed, cancelled }
-                let outcome = state.withLock { state -> Outcome in
-                    if Task.isCancelled { return .cancelled }
-                    if state.changes != seen { return .changed }
-                    state.waiter = continuation
-                    return .wait
-                }
-                switch outcome {
-                case .wait: break
-                case .changed: continuation.resume()
-                case .cancelled: continuation.resume(throwing: CancellationError())
-                }
-            }
-        } onCancel: {
-            state.withLock { $0.waiter.take() }?.resume(throwing: CancellationError())
-        }
+    nonisolated(nonsending) private func waitForChange(since seen: Int) async throws {
+        try await state.wait(in: \.waiters) { $0.changes != seen }
     }
 }
 

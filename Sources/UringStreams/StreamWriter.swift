@@ -86,7 +86,7 @@ public final class StreamWriter: Sendable {
     ///   dropped because it was written after `close()`/`writeEOF()`.
     ///
     /// Corresponds to asyncio `await writer.drain()`.
-    public func drain() async throws {
+    nonisolated(nonsending) public func drain() async throws {
         if let error = reader?.exception { throw error }
         let transport: any StreamsTransport = tlsLayer.load() ?? socket
         switch transport.drainStatus {

@@ -228,9 +228,15 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
                     .sendMessageZeroCopy(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)),
                     target: ZeroCopySend(transport: self, holding: chunks), tag: 0)
             } else {
-                sendUserData = loop.submit(
-                    .sendMessage(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL)), target: self,
-                    tag: Tag.send)
+                let header = message.assumingMemoryBound(to: msghdr.self).pointee
+                // One buffer (every ping-pong reply): a plain send spares the kernel the msghdr.
+                let submission: Submission =
+                    header.msg_iovlen == 1
+                    ? .send(
+                        fd: fileDescriptor, buffer: header.msg_iov[0].iov_base, length: header.msg_iov[0].iov_len,
+                        flags: Int32(MSG_NOSIGNAL))
+                    : .sendMessage(fd: fileDescriptor, message: message, flags: Int32(MSG_NOSIGNAL))
+                sendUserData = loop.submit(submission, target: self, tag: Tag.send)
             }
         case .act(.shutdownWrite):
             if !shutdownSent {
@@ -274,11 +280,11 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             return
         }
         loop.counters.bytesSent += Int(result)
-        let (effects, drained) = state.withLock { state -> (WriteBuffer.SendEffects, [UnsafeContinuation<Void, any Error>]) in
+        let (effects, drained) = state.withLock { state -> (WriteBuffer.SendEffects, Waiters<any Error>.Taken) in
             let effects = state.writes.sendCompleted(sent: Int(result))
-            return (effects, effects.wakeDrainers ? state.drainWaiters.takeAll() : [])
+            return (effects, effects.wakeDrainers ? state.drainWaiters.takeAll() : .none)
         }
-        for waiter in drained { waiter.resume() }
+        drained.resume()
         if effects.resumeProtocol { syncOwnerWriting() }
         if effects.flushAgain { flush() }
         tryFinishClose()
@@ -307,11 +313,11 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     public func setWriteBufferLimits(high: Int?, low: Int?) {
         let limits = WriteBufferDefaults.limits(high: high, low: low)
         let (effects, released) = state.withLock {
-            state -> (WriteBuffer.SendEffects, [UnsafeContinuation<Void, any Error>]) in
+            state -> (WriteBuffer.SendEffects, Waiters<any Error>.Taken) in
             let effects = state.writes.setLimits(high: limits.high, low: limits.low)
-            return (effects, effects.wakeDrainers ? state.drainWaiters.takeAll() : [])
+            return (effects, effects.wakeDrainers ? state.drainWaiters.takeAll() : .none)
         }
-        for waiter in released { waiter.resume() }
+        released.resume()
         if effects.pauseProtocol || effects.resumeProtocol { onLoop { $0.syncOwnerWriting() } }
     }
 
@@ -612,12 +618,12 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             return (state.drainWaiters.takeAll(), state.closeWaiters.takeAll())
         }
         let lostError = error ?? StreamError.connectionReset
-        for waiter in drainers { waiter.resume(throwing: lostError) }
+        drainers.resume(throwing: lostError)
         let owner = self.owner
         self.owner = nil
         bufferedOwner = nil
         owner?.connectionLost(error)
-        for waiter in closers { waiter.resume() }
+        closers.resume()
         closeCallback.take()?()
     }
 }
