@@ -136,6 +136,8 @@ public final class IOURing: RingBackend {
             if bundle { sqe.pointee.ioprio |= UInt16(IORING_RECVSEND_BUNDLE) }
             // The kernel ABI's `optlen`, which liburing 2.3 still calls `file_index`.
             sqe.pointee.file_index = totalLimit
+        case .send(let fd, let buffer, let length, let flags):
+            io_uring_prep_send(sqe, fd, buffer, length, flags)
         case .sendMessage(let fd, let message, let flags):
             io_uring_prep_sendmsg(sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
         case .sendMessageZeroCopy(let fd, let message, let flags):

@@ -9,6 +9,9 @@ public enum Submission {
     /// the receive (a completion without ``CompletionFlags/more``) once that many bytes arrived
     /// (Linux 6.17; older kernels refuse it with `EINVAL`).
     case receiveMultishot(fd: Int32, bufferGroup: UInt16, bundle: Bool, totalLimit: UInt32)
+    /// A send of one buffer, which the caller keeps alive. Cheaper than a one-iovec `sendMessage`:
+    /// the kernel copies and checks no `msghdr`.
+    case send(fd: Int32, buffer: UnsafeRawPointer, length: Int, flags: Int32)
     /// A gathered send; `message` points to a `msghdr` whose iovecs the caller keeps alive.
     case sendMessage(fd: Int32, message: UnsafeMutableRawPointer, flags: Int32)
     /// A gathered zero-copy send: the kernel sends from the caller's pages. A first completion gives

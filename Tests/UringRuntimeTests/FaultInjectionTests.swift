@@ -31,11 +31,11 @@ struct FaultInjectionTests {
             let (transport, _, peer, _) = try await startTransport(ring, group)
             defer { close(peer) }
             transport.write(Bytes("0123456789"))
-            let first = try await ring.waitForSubmission { $0.description == "sendmsg" }
+            let first = try await ring.waitForSubmission { $0.description == "send" }
             #expect(first.sendPayload == Array("0123456789".utf8))
             ring.complete(first.userData, result: 4)
             let count = ring.submissions.count
-            let second = try await ring.waitForSubmission(skipping: count) { $0.description == "sendmsg" }
+            let second = try await ring.waitForSubmission(skipping: count) { $0.description == "send" }
             #expect(second.sendPayload == Array("456789".utf8))
             #expect(transport.writeBufferSize == 6)
             ring.complete(second.userData, result: 6)
@@ -51,12 +51,12 @@ struct FaultInjectionTests {
             let (transport, _, peer, _) = try await startTransport(ring, group)
             defer { close(peer) }
             transport.write(Bytes("a"))
-            let first = try await ring.waitForSubmission { $0.description == "sendmsg" }
+            let first = try await ring.waitForSubmission { $0.description == "send" }
             transport.write(Bytes("b"))
             transport.write(Bytes("c"))
             let count = ring.submissions.count
             ring.complete(first.userData, result: 1)
-            let second = try await ring.waitForSubmission(skipping: count) { $0.description == "sendmsg" }
+            let second = try await ring.waitForSubmission(skipping: count) { $0.description == "send" }
             #expect(second.sendPayload == Array("bc".utf8), "one gathered send, in write order")
             try await group.shutdown()
         }

@@ -178,7 +178,7 @@ struct LifecycleTests {
                 return transport
             }
             transport.write(Bytes("0123456789"))
-            let send = try await ring.waitForSubmission { $0.description == "sendmsg" }
+            let send = try await ring.waitForSubmission { $0.description == "send" }
             transport.abort()
             #expect(transport.writeBufferSize == 0)
             ring.complete(send.userData, result: 10)

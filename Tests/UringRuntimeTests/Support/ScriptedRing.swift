@@ -65,7 +65,11 @@ final class ScriptedRing: RingBackend, @unchecked Sendable {
             }
             payload = bytes
             fd = sendFD
-            text = "sendmsg"
+            text = "send"
+        case .send(let sendFD, let buffer, let length, _):
+            payload = Array(UnsafeRawBufferPointer(start: buffer, count: length))
+            fd = sendFD
+            text = "send"
         case .receiveMultishot(let receiveFD, _, _, _): text = "recv-multishot"; fd = receiveFD
         case .cancel(let target): text = "cancel \(target)"
         case .cancelEverything:
