@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape
 import report
 
 WIDTH = 760
-LABEL_WIDTH = 120
+LABEL_WIDTH = 150
 VALUE_WIDTH = 150
 BAR_HEIGHT = 14
 BAR_GAP = 3
@@ -67,13 +67,13 @@ def hbar_chart(title, subtitle, groups, series, decimals):
                    f'{fmt(axis_max * i / 5, decimals if axis_max < 10 else 0)}</text>')
     y = TOP
     for label, values in groups:
-        weight = ' font-weight="bold"' if label == HIGHLIGHT else ""
+        weight = ' font-weight="bold"' if label.startswith(HIGHLIGHT) else ""
         out.append(f'<text x="{LABEL_WIDTH - 8}" y="{y + per_group / 2 + 4:.1f}" text-anchor="end"{weight}>'
                    f'{escape(label)}</text>')
         for (name, colour, strong), value in zip(series, values):
             if value is not None:
                 m, lo, hi = value
-                fill = strong if label == HIGHLIGHT else colour
+                fill = strong if label.startswith(HIGHLIGHT) else colour
                 out.append(f'<rect x="{LABEL_WIDTH}" y="{y}" width="{max(1.0, m * scale):.1f}" '
                            f'height="{BAR_HEIGHT}" fill="{fill}"><title>{escape(name)}: {fmt(m, decimals)}'
                            f'</title></rect>')

@@ -8,11 +8,19 @@ import UringStreams
 /// printing nothing per message. Prints `listening on PORT` once it accepts.
 /// With `--tls-cert` and `--tls-key` the same handler serves TLS (asyncio's
 /// `start_server(..., ssl=context)`), so the TLS scenarios differ from the plain ones only by TLS.
+/// `--api protocol` serves with a protocol object instead (asyncio's `create_server` echo
+/// protocol, flow-controlled: it pauses reading while the transport asks it to pause writing).
 @main
 struct EchoBenchServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "echo-bench-server", abstract: "A quiet UringStreams echo server for benchmarks.")
 
+    enum API: String, ExpressibleByArgument, CaseIterable {
+        case streams, `protocol`
+    }
+
+    @Option(help: "The API the echo uses: streams (startServer) or protocol (createServer).")
+    var api = API.streams
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port; 0 picks a free one.") var port = 0
     @Option(help: "Event loops (threads) connections are spread over.") var loops = 1
@@ -35,20 +43,28 @@ struct EchoBenchServer: AsyncParsableCommand {
         if let tlsCert, let tlsKey {
             tls = .server(certificateFile: tlsCert, privateKeyFile: tlsKey)
         }
-        let server = try await startServer(host: host, port: port, limit: limit, tls: tls, on: group) {
-            reader, writer in
-            if let writeHigh { writer.transport.setWriteBufferLimits(high: writeHigh) }
-            do {
-                while true {
-                    let data = try await reader.read(readSize)
-                    if data.isEmpty { break }
-                    writer.write(data)
-                    try await writer.drain()
+        let server: Server
+        switch api {
+        case .streams:
+            server = try await startServer(host: host, port: port, limit: limit, tls: tls, on: group) {
+                reader, writer in
+                if let writeHigh { writer.transport.setWriteBufferLimits(high: writeHigh) }
+                do {
+                    while true {
+                        let data = try await reader.read(readSize)
+                        if data.isEmpty { break }
+                        writer.write(data)
+                        try await writer.drain()
+                    }
+                } catch {
+                    // A peer that resets ends its connection; the server keeps serving.
                 }
-            } catch {
-                // A peer that resets ends its connection; the server keeps serving.
+                writer.close()
             }
-            writer.close()
+        case .protocol:
+            server = try await createServer(host: host, port: port, tls: tls, on: group) {
+                EchoProtocol(writeHigh: writeHigh)
+            }
         }
         print("listening on \(server.addresses.first?.port ?? 0)")
         fflush(nil)
@@ -77,4 +93,23 @@ private func stopOnSignals(_ server: Server) -> [any DispatchSourceSignal] {
         source.resume()
         return source
     }
+}
+
+/// Echoes what arrives; while the transport holds more than its high-water mark it stops reading
+/// (the flow control asyncio's echo protocols do by hand).
+private final class EchoProtocol: StreamProtocol {
+    private let writeHigh: Int?
+    private var transport: (any Transport)?
+
+    init(writeHigh: Int?) { self.writeHigh = writeHigh }
+
+    func connectionMade(_ transport: any Transport) {
+        if let writeHigh { transport.setWriteBufferLimits(high: writeHigh) }
+        self.transport = transport
+    }
+
+    func dataReceived(_ data: Bytes) { transport?.write(data) }
+    func pauseWriting() { transport?.pauseReading() }
+    func resumeWriting() { transport?.resumeReading() }
+    func connectionLost(_ error: (any Error)?) { transport = nil }
 }
