@@ -1,5 +1,5 @@
 /*
- * pingpong-client: load generator for TCP echo servers, in three modes.
+ * pingpong-client: load generator for TCP echo servers, in four modes.
  *
  * pingpong (default): each connection keeps exactly one SIZE-byte message in
  * flight: send it, wait for the whole echo, check it byte for byte, send the
@@ -8,8 +8,18 @@
  * allocates.
  *
  * stream: each connection writes SIZE-byte chunks of a deterministic byte
- * stream without waiting, while reading the echo back and checking every
- * byte against the same stream; reports echoed Gbit/s.
+ * stream, keeping at most a window (1 MiB or 4 chunks) not yet echoed,
+ * while reading the echo back and checking every byte against the same
+ * stream; reports echoed Gbit/s (and, with --server-pid, the server's
+ * memory as in flood mode).
+ *
+ * flood: like stream, but a connection's writes never wait for the echo:
+ * each writes SIZE-byte chunks whenever its socket is writable and reads
+ * whatever echo is readable (what an upload or a pipelining client does).
+ * Only the server's flow control bounds what is in flight, so besides
+ * echoed Gbit/s it reports bytes sent and echoed in the window and, with
+ * --server-pid, the server's VmRSS at the window's start and end and its
+ * VmHWM (peak) at the end.
  *
  * idle: opens CONNECTIONS connections one after another, echoes one byte on
  * each (so the server really serves it), then holds them all idle for
@@ -27,7 +37,7 @@
  * client offers a single cipher suite, so every server encrypts with the
  * same algorithm and the comparison stays about the servers.
  *
- *   pingpong-client --host 127.0.0.1 --port N [--connections C] [--size S]
+ *   pingpong-client --host 127.0.0.1 --port N [--mode M] [--connections C] [--size S]
  *                   [--duration SEC] [--warmup SEC] [--server-pid PID] [--tls]
  *   pingpong-client --print-free-port     (helper for run-pingpong.sh)
  */
@@ -168,7 +178,7 @@ static double hist_quantile(const struct histogram *h, double q)
 
 /* ---- options -------------------------------------------------------------- */
 
-enum mode { MODE_PINGPONG, MODE_STREAM, MODE_IDLE };
+enum mode { MODE_PINGPONG, MODE_STREAM, MODE_FLOOD, MODE_IDLE };
 
 struct options {
     enum mode mode;
@@ -185,13 +195,14 @@ struct options {
 static void usage(FILE *out)
 {
     fputs("usage: pingpong-client --host 127.0.0.1 --port N [options]\n"
-          "  --mode M           pingpong (default), stream or idle\n"
+          "  --mode M           pingpong (default), stream, flood or idle\n"
           "  --connections C    concurrent connections (default 1)\n"
-          "  --size S           message size, or stream chunk size, in bytes (default 64)\n"
+          "  --size S           message size, or stream/flood chunk size, in bytes (default 64)\n"
           "  --duration SEC     measured seconds; idle mode: seconds to hold (default 3)\n"
           "  --warmup SEC       unmeasured seconds first (default 1)\n"
           "  --server-pid PID   also report that process's CPU time in the window\n"
-          "                     (idle mode: required, its VmRSS is reported)\n"
+          "                     (idle mode: required, its VmRSS is reported;\n"
+          "                     stream and flood: its VmRSS and VmHWM too)\n"
           "  --stall-timeout S  fail if an echo takes longer (default 5)\n"
           "  --tls              TLS 1.3 on every connection (certificate not verified)\n"
           "  --tls-ciphersuites L  TLS 1.3 suites offered, OpenSSL syntax\n"
@@ -255,6 +266,8 @@ static void parse_args(int argc, char **argv, struct options *o)
                 o->mode = MODE_PINGPONG;
             else if (strcmp(v, "stream") == 0)
                 o->mode = MODE_STREAM;
+            else if (strcmp(v, "flood") == 0)
+                o->mode = MODE_FLOOD;
             else if (strcmp(v, "idle") == 0)
                 o->mode = MODE_IDLE;
             else {
@@ -635,7 +648,36 @@ static void on_readable(struct client *cl, struct conn *c)
     }
 }
 
-/* ---- stream mode ---------------------------------------------------------- */
+/* ---- server memory -------------------------------------------------------- */
+
+/* A `Name:  N kB` line of /proc/PID/status (VmRSS: resident now; VmHWM: the
+ * most it ever was), in KiB. */
+static long proc_status_kib(long pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        fatal("open %s: %s", path, strerror(errno));
+    size_t len = strlen(field);
+    long kib = -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, field, len) == 0 && line[len] == ':') {
+            kib = strtol(line + len + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    if (kib < 0)
+        fatal("no %s in %s", field, path);
+    return kib;
+}
+
+static long vm_rss_kib(long pid)
+{
+    return proc_status_kib(pid, "VmRSS");
+}
+
+/* ---- stream and flood modes ----------------------------------------------- */
 
 /*
  * Connection i sends the byte stream pattern[(k + shift_i) % PERIOD] for
@@ -646,6 +688,7 @@ static void on_readable(struct client *cl, struct conn *c)
  */
 #define PERIOD 65521u
 #define STREAM_READ (256u * 1024)
+#define FLOOD_READS 16u
 
 struct stream_conn {
     int fd;
@@ -656,8 +699,10 @@ struct stream_conn {
     bool recv_wants_out; /* TLS: a read waits for writability */
 };
 
-/* Bytes a connection may have sent but not yet seen echoed: enough to keep
- * the server busy, bounded so the final drain is quick. */
+/* Stream mode: bytes a connection may have sent but not yet seen echoed:
+ * enough to keep the server busy, bounded so the final drain is quick. Flood
+ * mode has no such bound: what the server does not take stays in the socket
+ * buffers (the kernel's backpressure) or in the server's memory. */
 static uint64_t stream_window(size_t chunk)
 {
     uint64_t w = 4 * (uint64_t)chunk;
@@ -677,7 +722,8 @@ static void stream_set_out(int ep, struct stream_conn *c, uint32_t id, bool want
 static int run_stream(const struct options *o, const struct addrinfo *ai)
 {
     const size_t chunk = o->size;
-    const uint64_t window = stream_window(chunk);
+    const bool flood = o->mode == MODE_FLOOD;
+    const uint64_t window = flood ? UINT64_MAX : stream_window(chunk);
     /* Receive in large reads whatever the chunk size, so the load generator
      * spends few system calls per byte and the server saturates first. */
     const size_t rx_size = chunk > STREAM_READ ? chunk : STREAM_READ;
@@ -716,9 +762,11 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
     const uint64_t t_end = t_warm_end + (uint64_t)(o->duration * 1e9);
     const uint64_t stall_ns = (uint64_t)(o->stall_timeout * 1e9);
     enum phase phase = WARMUP;
-    uint64_t t_start = 0, t_stop = 0, t_last_progress = t0, measured = 0;
-    uint64_t client_cpu0 = 0, client_cpu1 = 0;
+    /* measured: bytes echoed in the window; measured_sent: bytes sent in it. */
+    uint64_t t_start = 0, t_stop = 0, t_drained = 0, t_last_progress = t0, measured = 0, measured_sent = 0;
+    uint64_t client_cpu0 = 0, client_cpu1 = 0, inflight_end = 0;
     long long ticks0 = 0, ticks1 = 0;
+    long rss_start = 0, rss_end = 0, hwm_end = 0;
 
     enum { MAX_EVENTS = 64 };
     struct epoll_event events[MAX_EVENTS];
@@ -726,26 +774,36 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
         uint64_t t = now_ns();
         if (phase == WARMUP && t >= t_warm_end) {
             phase = MEASURE;
-            if (o->server_pid > 0)
+            if (o->server_pid > 0) {
+                /* RSS first: reading /proc is outside the CPU window. */
+                rss_start = vm_rss_kib(o->server_pid);
                 ticks0 = proc_cpu_ticks(o->server_pid);
+            }
             client_cpu0 = process_cpu_ns();
             t_start = now_ns();
         }
         if (phase == MEASURE && t >= t_end) {
             t_stop = now_ns();
             client_cpu1 = process_cpu_ns();
-            if (o->server_pid > 0)
+            if (o->server_pid > 0) {
                 ticks1 = proc_cpu_ticks(o->server_pid);
+                rss_end = vm_rss_kib(o->server_pid);
+                hwm_end = proc_status_kib(o->server_pid, "VmHWM");
+            }
             phase = DRAIN;
-            for (uint32_t i = 0; i < o->connections; i++)
+            for (uint32_t i = 0; i < o->connections; i++) {
+                inflight_end += conns[i].sent - conns[i].rcvd;
                 stream_set_out(ep, &conns[i], i, false);
+            }
         }
         if (phase == DRAIN) {
             bool pending = false;
             for (uint32_t i = 0; i < o->connections; i++)
                 pending |= conns[i].rcvd < conns[i].sent;
-            if (!pending)
+            if (!pending) {
+                t_drained = now_ns();
                 break;
+            }
         }
         if (t - t_last_progress > stall_ns)
             fatal("no echoed byte for %.1f s", o->stall_timeout);
@@ -759,11 +817,15 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
         for (int e = 0; e < n; e++) {
             uint32_t id = events[e].data.u32;
             struct stream_conn *c = &conns[id];
-            /* Plain: one large recv per event. TLS: SSL_read returns one
-             * record (16 KiB at most), and epoll cannot see plaintext that
-             * OpenSSL holds, so read until OpenSSL needs the socket again
-             * (the window bounds how long that takes). */
+            /* Plain stream: one large recv per event. Plain flood: read
+             * whatever is there (until a read comes back short, at most
+             * FLOOD_READS reads, so one busy connection cannot starve the
+             * others). TLS: SSL_read returns one record (16 KiB at most), and
+             * epoll cannot see plaintext that OpenSSL holds, so read until
+             * OpenSSL needs the socket again (the window, or in flood mode
+             * the socket buffers, bound how long that takes). */
             bool readable = (events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || c->recv_wants_out;
+            unsigned reads = 0;
             while (readable) {
                 bool wants_out = false;
                 ssize_t r = conn_recv(c->fd, c->ssl, rx, rx_size, &wants_out, id);
@@ -786,9 +848,13 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
                 t_last_progress = now_ns();
                 if (phase == MEASURE)
                     measured += (uint64_t)r;
-                readable = c->ssl != NULL;
+                readable = c->ssl != NULL || (flood && (size_t)r == rx_size && ++reads < FLOOD_READS);
             }
-            if (phase != DRAIN && c->sent - c->rcvd < window) {
+            /* Stream: write while the window allows, on any event. Flood:
+             * write whenever the socket is writable (plain: on EPOLLOUT;
+             * TLS: on any event, as OpenSSL may have waited for a read). */
+            bool may_write = flood ? (events[e].events & EPOLLOUT) || c->ssl != NULL : c->sent - c->rcvd < window;
+            if (phase != DRAIN && may_write) {
                 /* Chunks start at multiples of the chunk size, each one send
                  * (TLS: SSL_write calls, one per record, up to the chunk's
                  * end). A TLS write retried after WANT_WRITE is at least as
@@ -803,6 +869,8 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
                     if (w == 0)
                         break;
                     c->sent += (uint64_t)w;
+                    if (phase == MEASURE)
+                        measured_sent += (uint64_t)w;
                     at += (size_t)w;
                     len -= (size_t)w;
                     if (c->ssl == NULL)
@@ -816,11 +884,25 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
     double secs = (double)(t_stop - t_start) / 1e9;
     check_window(secs, o->duration);
     double gbits = (double)measured * 8 / 1e9;
-    printf("{\"mode\":\"stream\",\"connections\":%u,\"size\":%zu,\"bytes\":%llu,\"seconds\":%.3f,"
+    printf("{\"mode\":\"%s\",\"connections\":%u,\"size\":%zu,\"bytes\":%llu,\"seconds\":%.3f,"
            "\"gbps\":%.3f,\"client_cpu_s\":%.3f",
-           o->connections, chunk, (unsigned long long)measured, secs, gbits / secs,
+           flood ? "flood" : "stream", o->connections, chunk, (unsigned long long)measured, secs, gbits / secs,
            (double)(client_cpu1 - client_cpu0) / 1e9);
+    /* What went out and came back in the window (bytes = echoed_bytes), what
+     * was still on its way at the window's end (socket buffers and whatever
+     * the server holds), and how long its echo took to come back after. */
+    printf(",\"sent_bytes\":%llu,\"echoed_bytes\":%llu,\"echoed_per_sent\":",
+           (unsigned long long)measured_sent, (unsigned long long)measured);
+    if (measured_sent > 0)
+        printf("%.4f", (double)measured / (double)measured_sent);
+    else
+        printf("null");
+    printf(",\"sent_gbps\":%.3f,\"inflight_end_bytes\":%llu,\"drain_s\":%.3f",
+           (double)measured_sent * 8 / 1e9 / secs, (unsigned long long)inflight_end,
+           (double)(t_drained - t_stop) / 1e9);
     print_tls(conns[0].ssl);
+    if (o->server_pid > 0)
+        printf(",\"rss_start_kib\":%ld,\"rss_end_kib\":%ld,\"hwm_end_kib\":%ld", rss_start, rss_end, hwm_end);
     if (o->server_pid > 0) {
         double cpu = (double)(ticks1 - ticks0) / (double)sysconf(_SC_CLK_TCK);
         printf(",\"server_cpu_s\":%.3f,\"gbps_per_server_cpu_s\":", cpu);
@@ -841,23 +923,6 @@ static int run_stream(const struct options *o, const struct addrinfo *ai)
 }
 
 /* ---- idle mode ------------------------------------------------------------ */
-
-static long vm_rss_kib(long pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        fatal("open %s: %s", path, strerror(errno));
-    long kib = -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
-            break;
-    fclose(f);
-    if (kib < 0)
-        fatal("no VmRSS in %s", path);
-    return kib;
-}
 
 /* Room for every connection plus stdio and epoll: raise the soft limit up
  * to the hard one, and the hard one too when privileged. */
@@ -947,7 +1012,7 @@ int main(int argc, char **argv)
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
         if (!is_loopback(ai->ai_addr))
             fatal("refusing non-loopback host '%s'", cl->o.host);
-    if (cl->o.mode == MODE_STREAM)
+    if (cl->o.mode == MODE_STREAM || cl->o.mode == MODE_FLOOD)
         return run_stream(&cl->o, res);
     if (cl->o.mode == MODE_IDLE)
         return run_idle(&cl->o, res);

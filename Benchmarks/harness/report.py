@@ -14,11 +14,23 @@ TLS_BASELINE = "swiftnio"
 THROUGHPUT = {
     "pingpong": ("rps", "req/s", 0),
     "stream": ("gbps", "Gbit/s", 2),
+    "flood": ("gbps", "Gbit/s", 2),
 }
 PER_CPU = {
     "pingpong": ("rps_per_server_cpu_s", "req/s per server CPU-s", 0),
     "stream": ("gbps_per_server_cpu_s", "Gbit/s per server CPU-s", 2),
+    "flood": ("gbps_per_server_cpu_s", "Gbit/s per server CPU-s", 2),
 }
+# The server's memory in the stream and flood modes (Benchmarks/compare adds it to each result):
+# (key, column title, divisor from KiB, decimals); flood shows all, stream the peak only.
+MEMORY = (("peak_rss_kib", "peak RSS MiB", 1024, 1),
+          ("peak_rss_per_connection_kib", "peak RSS per connection MiB", 1024, 2),
+          ("rss_growth_kib", "RSS growth in window MiB", 1024, 1))
+# Issue 9's flood targets: a bounded server holds tens of MiB for this load, stops growing once
+# warm, and echoes what it takes in.
+FLOOD_PEAK_MIB = 64
+FLOOD_GROWTH_MIB = 4
+FLOOD_ECHOED_PER_SENT = 0.95
 LATENCIES = (("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("p999_us", "p99.9 µs"))
 
 SCENARIO_TITLES = {
@@ -26,20 +38,22 @@ SCENARIO_TITLES = {
     "pingpong-64x128": "Ping-pong, 64 connections × 128 B",
     "pingpong-64x4k": "Ping-pong, 64 connections × 4 KiB",
     "stream-8x64k": "Stream, 8 connections × 64 KiB chunks",
+    "flood-8x64k": "Flood, 8 connections × 64 KiB chunks (writes never wait for the echo)",
     "idle-1000": "Idle, 1,000 connections",
     "tls-pingpong-64x4k": "TLS ping-pong, 64 connections × 4 KiB",
     "tls-stream-8x64k": "TLS stream, 8 connections × 64 KiB chunks",
 }
 
 
-def samples(results, scenario, server, key):
-    """The values of `key` over the rounds of one server in one scenario (failed runs left out)."""
+def samples(results, scenario, server, key, divisor=1):
+    """The values of `key` over the rounds of one server in one scenario (failed runs left out),
+    divided by `divisor` (1024: KiB to MiB)."""
     values = []
     for run in results["runs"]:
         if run["scenario"] == scenario and run["server"] == server and "result" in run:
             value = run["result"].get(key)
             if isinstance(value, (int, float)):
-                values.append(float(value))
+                values.append(float(value) / divisor)
     return values
 
 
@@ -115,6 +129,10 @@ def throughput_table(results, scenario, mode):
     header = ["server", title, cpu_title, "server CPU-s"] + (["load generator CPU-s"] if client_cpu else [])
     if mode == "pingpong":
         header += [t for _, t in LATENCIES]
+    memory = MEMORY if mode == "flood" else MEMORY[:1] if mode == "stream" else ()
+    if mode == "flood":
+        header.append("echoed/sent")
+    header += [title for _, title, _, _ in memory]
     header += [f"vs {base_name}", f"per CPU vs {base_name}"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     base = median(results, scenario, base_name, key)
@@ -129,6 +147,10 @@ def throughput_table(results, scenario, mode):
             row.append(cell(samples(results, scenario, server, "client_cpu_s"), 2))
         if mode == "pingpong":
             row += [cell(samples(results, scenario, server, k), 1) for k, _ in LATENCIES]
+        if mode == "flood":
+            row.append(cell(samples(results, scenario, server, "echoed_per_sent"), 3))
+        row += [cell(samples(results, scenario, server, k, divisor), decimals)
+                for k, _, divisor, decimals in memory]
         row += [fmt_ratio(ratio(median(results, scenario, server, key), base)),
                 fmt_ratio(ratio(median(results, scenario, server, cpu_key), base_cpu))]
         rows.append("| " + " | ".join(row) + " |")
@@ -182,6 +204,30 @@ def targets(results):
     return checks
 
 
+def flood_targets(results, scenario="flood-8x64k", stream="stream-8x64k"):
+    """Issue 9's flood targets for every server of this run: (server, [(text, value, wanted,
+    passed)]). Throughput is compared with the lock-step stream scenario of the same run."""
+    out = []
+    for server in servers_in(results):
+        if not samples(results, scenario, server, "gbps"):
+            continue
+        checks = []
+        peak = median(results, scenario, server, "peak_rss_kib")
+        checks.append(("peak RSS", "–" if peak is None else f"{peak / 1024:.1f} MiB", f"≤ {FLOOD_PEAK_MIB} MiB",
+                       None if peak is None else peak / 1024 <= FLOOD_PEAK_MIB))
+        growth = median(results, scenario, server, "rss_growth_kib")
+        checks.append(("RSS growth over the measured window", "–" if growth is None else f"{growth / 1024:.1f} MiB",
+                       f"≤ {FLOOD_GROWTH_MIB} MiB", None if growth is None else growth / 1024 <= FLOOD_GROWTH_MIB))
+        echoed = median(results, scenario, server, "echoed_per_sent")
+        checks.append(("echoed/sent", "–" if echoed is None else f"{echoed:.3f}", f"≥ {FLOOD_ECHOED_PER_SENT}",
+                       None if echoed is None else echoed >= FLOOD_ECHOED_PER_SENT))
+        v = ratio(median(results, scenario, server, "gbps"), median(results, stream, server, "gbps"))
+        # No threshold: "the same range" is read from the figure, next to the other servers'.
+        checks.append(("Gbit/s vs the stream scenario", fmt_ratio(v), None, None))
+        out.append((server, checks))
+    return out
+
+
 def machine_line(results):
     m = results["machine"]
     s = results["settings"]
@@ -217,6 +263,8 @@ def markdown(results, image_prefix="images/", heading_level=2):
         lines += ["", f"![{scenario}]({image_prefix}{scenario}.svg)"]
         if mode == "pingpong":
             lines += [f"![{scenario} latency]({image_prefix}{scenario}-latency.svg)"]
+        if mode == "flood":
+            lines += [f"![{scenario} memory]({image_prefix}{scenario}-memory.svg)"]
         lines.append("")
     checks = targets(results)
     # A run of other scenarios only (the TLS ones, say) has nothing to say about the targets.
@@ -228,6 +276,17 @@ def markdown(results, image_prefix="images/", heading_level=2):
             lines.append(f"| {text} | {value} | {wanted} | {mark} |")
         lines += ["", "Zero allocations per echoed message is checked by the package-benchmark "
                   "`LoopbackEcho` thresholds (`mallocCountTotal`), not here."]
+    flood = flood_targets(results)
+    if flood:
+        names = [text for text, *_ in flood[0][1]]
+        lines += ["", f"{h} Flood client targets (issue 9)", "",
+                  "| server | " + " | ".join(f"{n} ({wanted})" if wanted else n for n, (_, _, wanted, _) in
+                                             zip(names, flood[0][1])) + " |",
+                  "|---|" + "---|" * len(names)]
+        for server, checks in flood:
+            marks = [value + ("" if passed is None else " **PASS**" if passed else " **MISS**")
+                     for _, value, _, passed in checks]
+            lines.append(f"| {server} | " + " | ".join(marks) + " |")
     failed = [r for r in results["runs"] if "error" in r]
     if failed:
         lines += ["", f"{len(failed)} run(s) failed:"]

@@ -2,7 +2,7 @@
 
 Per scenario a horizontal bar chart (throughput per server CPU-second and raw throughput, or KiB
 per idle connection) with min–max whiskers over rounds; per ping-pong scenario a latency chart
-with p50, p99 and p99.9.
+with p50, p99 and p99.9; per flood scenario a chart of the server's peak RSS.
 """
 
 import os
@@ -124,6 +124,11 @@ def write_charts(results, directory):
         series = [(f"{unit} per server CPU-s", "#4c72b0", "#e8743b"), (unit, "#b7c7e3", "#f4bd9c")]
         save(f"{scenario}.svg", hbar_chart(title, f"{unit} per server CPU-second and {unit} (more is better); {when}",
                                            groups, series, decimals))
+        if mode == "flood":
+            groups = [(s, [summary(report.samples(results, scenario, s, "peak_rss_kib", 1024))]) for s in servers]
+            save(f"{scenario}-memory.svg", hbar_chart(f"{title}: memory", f"Server peak RSS (VmHWM), MiB, "
+                                                      f"whole process (less is better); {when}",
+                                                      groups, [("peak RSS MiB", "#8da0cb", "#e8743b")], 1))
         if mode == "pingpong":
             groups = [(s, [summary(report.samples(results, scenario, s, k)) for k, _ in report.LATENCIES])
                       for s in servers]
