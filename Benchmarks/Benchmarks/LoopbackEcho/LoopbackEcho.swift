@@ -17,19 +17,23 @@ let benchmarks: @Sendable () -> Void = {
             .wallClock: .init(relative: [.p50: 50.0]),
         ])
 
-    for count in [1_000, 10_000] {
-        Benchmark("echo-64B-x\(count)") { benchmark in
-            let echo = try await EchoFixture.shared()
-            let message = Bytes([UInt8](repeating: 7, count: 64))
-            benchmark.startMeasurement()
-            try await withTaskExecutorPreference(echo.clientLoop) {
-                for _ in 0..<count {
-                    echo.writer.write(message)
-                    try await echo.writer.drain()
-                    blackHole(try await echo.reader.readExactly(64))
+    // The same round trips against the protocol API's echo server (createServer): its side of
+    // each message must cost nothing either.
+    for (prefix, api) in [("", EchoFixture.API.streams), ("protocol-", .protocol)] {
+        for count in [1_000, 10_000] {
+            Benchmark("\(prefix)echo-64B-x\(count)") { benchmark in
+                let echo = try await EchoFixture.shared(api)
+                let message = Bytes([UInt8](repeating: 7, count: 64))
+                benchmark.startMeasurement()
+                try await withTaskExecutorPreference(echo.clientLoop) {
+                    for _ in 0..<count {
+                        echo.writer.write(message)
+                        try await echo.writer.drain()
+                        blackHole(try await echo.reader.readExactly(64))
+                    }
                 }
+                benchmark.stopMeasurement()
             }
-            benchmark.stopMeasurement()
         }
     }
 
@@ -64,8 +68,11 @@ let benchmarks: @Sendable () -> Void = {
     }
 }
 
-/// The echo server and one client connection, made on first use and kept for every sample.
+/// An echo server and one client connection, made on first use and kept for every sample.
 final class EchoFixture: Sendable {
+    /// Which API the server echoes with.
+    enum API: Sendable, Hashable { case streams, `protocol` }
+
     let serverGroup = EventLoopGroup(loopCount: 1)
     let clientGroup = EventLoopGroup(loopCount: 1)
     let server: Server
@@ -74,23 +81,28 @@ final class EchoFixture: Sendable {
     let writer: StreamWriter
     var clientLoop: EventLoop { clientGroup.next() }
 
-    private static let instance = Mutex<EchoFixture?>(nil)
+    private static let instances = Mutex<[API: EchoFixture]>([:])
 
-    static func shared() async throws -> EchoFixture {
-        if let made = instance.withLock({ $0 }) { return made }
-        let made = try await EchoFixture()
-        instance.withLock { $0 = made }
+    static func shared(_ api: API = .streams) async throws -> EchoFixture {
+        if let made = instances.withLock({ $0[api] }) { return made }
+        let made = try await EchoFixture(api)
+        instances.withLock { $0[api] = made }
         return made
     }
 
-    private init() async throws {
-        server = try await startServer(host: "127.0.0.1", port: 0, on: serverGroup) { reader, writer in
-            // asyncio's echo handler.
-            while let data = try? await reader.read(65_536), !data.isEmpty {
-                writer.write(data)
-                try? await writer.drain()
+    private init(_ api: API) async throws {
+        switch api {
+        case .streams:
+            server = try await startServer(host: "127.0.0.1", port: 0, on: serverGroup) { reader, writer in
+                // asyncio's echo handler.
+                while let data = try? await reader.read(65_536), !data.isEmpty {
+                    writer.write(data)
+                    try? await writer.drain()
+                }
+                writer.close()
             }
-            writer.close()
+        case .protocol:
+            server = try await createServer(host: "127.0.0.1", port: 0, on: serverGroup) { EchoProtocol() }
         }
         port = server.addresses.first?.port ?? 0
         let loop = clientGroup.next()
@@ -99,4 +111,11 @@ final class EchoFixture: Sendable {
             try await openConnection(host: "127.0.0.1", port: port)
         }
     }
+}
+
+/// asyncio's echo protocol: writes back what arrives.
+private final class EchoProtocol: StreamProtocol {
+    private var transport: (any Transport)?
+    func connectionMade(_ transport: any Transport) { self.transport = transport }
+    func dataReceived(_ data: Bytes) { transport?.write(data) }
 }
