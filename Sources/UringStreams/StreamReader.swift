@@ -328,8 +328,30 @@ public final class StreamReader: Sendable {
     /// Waits until data, EOF or an error was fed after the read's last attempt (whose count of
     /// changes was `seen`), or the task is cancelled; on a feed that came between that attempt and
     /// this wait, returns at once.
+    ///
+    /// Written out rather than through `Locked.wait`: an idle connection's handler task sleeps
+    /// here, and the shared primitive's deeper frames cost each such task another 1 KiB slab
+    /// (idle RSS per connection 3.7 -> 4.8 KiB, measured with `compare --scenarios idle-1000`).
     nonisolated(nonsending) private func waitForChange(since seen: Int) async throws {
-        try await state.wait(in: \.waiters) { $0.changes != seen }
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+                enum Outcome { case wait, changed, cancelled }
+                let outcome = state.withLock { state -> Outcome in
+                    if Task.isCancelled { return .cancelled }
+                    if state.changes != seen { return .changed }
+                    state.waiters.add(continuation, id: 0)
+                    return .wait
+                }
+                switch outcome {
+                case .wait: break
+                case .changed: continuation.resume()
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                }
+            }
+        } onCancel: {
+            // One read waits at most (`reading`), so its id needs no reserving.
+            state.withLock { $0.waiters.remove(0) }?.resume(throwing: CancellationError())
+        }
     }
 }
 

@@ -9,8 +9,10 @@ import Glibc
 /// The value lives behind a pointer, not in a stored `var`: handing a class's stored property to
 /// a closure `inout` costs a dynamic exclusivity check on every lock, which the lock makes moot.
 package final class Locked<Value> {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let value: UnsafeMutablePointer<Value>
+    // Inlinable across modules: every layer locks on its hot path, and an unspecialized generic
+    // call per lock would cost more than the lock.
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let value: UnsafeMutablePointer<Value>
 
     package init(_ value: Value) {
         self.value = .allocate(capacity: 1)
@@ -29,7 +31,7 @@ package final class Locked<Value> {
     }
 
     /// Runs `body` with exclusive access to the value.
-    @inline(__always)
+    @inlinable @inline(__always)
     package func withLock<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {

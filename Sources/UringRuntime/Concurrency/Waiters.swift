@@ -7,22 +7,22 @@ package struct Waiters<Failure: Error> {
     package typealias Waiter = (id: Int, continuation: UnsafeContinuation<Void, Failure>)
 
     /// Nil only when `more` is empty too.
-    private var first: Waiter?
-    private var more: [Waiter] = []
-    private var nextID = 0
+    @usableFromInline var first: Waiter?
+    @usableFromInline var more: [Waiter] = []
+    @usableFromInline var nextID = 0
 
-    package init() {}
+    @inlinable package init() {}
 
-    package var isEmpty: Bool { first == nil }
+    @inlinable package var isEmpty: Bool { first == nil }
 
     /// An id for a waiter about to be added, so a cancel handler can name it before it exists.
-    package mutating func reserveID() -> Int {
+    @inlinable package mutating func reserveID() -> Int {
         nextID += 1
         return nextID
     }
 
     /// Adds `continuation` under `id` (from ``reserveID()``).
-    package mutating func add(_ continuation: UnsafeContinuation<Void, Failure>, id: Int) {
+    @inlinable package mutating func add(_ continuation: UnsafeContinuation<Void, Failure>, id: Int) {
         if first == nil {
             first = (id, continuation)
         } else {
@@ -31,7 +31,7 @@ package struct Waiters<Failure: Error> {
     }
 
     /// Removes and returns the waiter `id`, if it is still waiting.
-    package mutating func remove(_ id: Int) -> UnsafeContinuation<Void, Failure>? {
+    @inlinable package mutating func remove(_ id: Int) -> UnsafeContinuation<Void, Failure>? {
         if let waiting = first, waiting.id == id {
             first = more.isEmpty ? nil : more.removeFirst()
             return waiting.continuation
@@ -41,7 +41,7 @@ package struct Waiters<Failure: Error> {
     }
 
     /// Removes every waiter, to be resumed outside the lock.
-    package mutating func takeAll() -> Taken {
+    @inlinable package mutating func takeAll() -> Taken {
         defer {
             first = nil
             more = []
@@ -50,21 +50,26 @@ package struct Waiters<Failure: Error> {
     }
 
     /// Waiters taken out of the list; resume them once the lock is released.
-    package struct Taken {
-        fileprivate let first: UnsafeContinuation<Void, Failure>?
-        fileprivate let more: [Waiter]
+    @frozen package struct Taken {
+        @usableFromInline let first: UnsafeContinuation<Void, Failure>?
+        @usableFromInline let more: [Waiter]
+
+        @inlinable init(first: UnsafeContinuation<Void, Failure>?, more: [Waiter]) {
+            self.first = first
+            self.more = more
+        }
 
         /// Nothing taken.
-        package static var none: Taken { Taken(first: nil, more: []) }
+        @inlinable package static var none: Taken { Taken(first: nil, more: []) }
 
-        package var isEmpty: Bool { first == nil }
+        @inlinable package var isEmpty: Bool { first == nil }
 
-        package func resume() {
+        @inlinable package func resume() {
             first?.resume()
             for waiter in more { waiter.continuation.resume() }
         }
 
-        package func resume(throwing error: Failure) {
+        @inlinable package func resume(throwing error: Failure) {
             first?.resume(throwing: error)
             for waiter in more { waiter.continuation.resume(throwing: error) }
         }
