@@ -80,7 +80,8 @@ public func createConnection<P: StreamProtocol & Sendable>(
     fileDescriptor: Int32, protocolFactory: @escaping @Sendable () -> P
 ) async throws -> (transport: any Transport, protocol: P) {
     try adoptableSocket(fileDescriptor)
-    return try await adoptConnection(fileDescriptor, on: try await callerLoop(), tls: nil, protocolFactory: protocolFactory)
+    return try await adoptConnection(
+        fileDescriptor, on: try await callerLoop(), tls: nil, protocolFactory: protocolFactory)
 }
 
 /// Starts the transports of a connected descriptor on `loop` for a new protocol and, with `tls`,

@@ -30,7 +30,8 @@ internal import Glibc
 public func startServer(
     host: String?, port: Int, limit: Int = 65_536, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
-    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
+    on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
@@ -60,7 +61,8 @@ public func startServer(
 /// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, sock=sock, ssl=...)`.
 public func startServer(
     fileDescriptor: Int32, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
-    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
+    on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
@@ -76,7 +78,7 @@ public func startServer(
 ///   - path: The socket's path; a leading NUL names the abstract namespace.
 ///   - limit: Each reader's buffer limit; must be positive.
 ///   - backlog: The listen backlog.
-///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:startServing:on:clientConnected:)``.
+///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:startServing:on:clientConnected:)``.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).

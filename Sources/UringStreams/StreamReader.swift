@@ -203,7 +203,9 @@ public final class StreamReader: Sendable {
     ///   ``StreamError/invalidArgument(_:)`` for an empty separator.
     ///
     /// Corresponds to asyncio `await reader.readuntil(separator=b'\n')`.
-    nonisolated(nonsending) public func readUntil(_ separator: some Collection<UInt8> = [UInt8(ascii: "\n")]) async throws -> Bytes {
+    nonisolated(nonsending) public func readUntil(_ separator: some Collection<UInt8> = [UInt8(ascii: "\n")])
+        async throws -> Bytes
+    {
         try await readUntil(anyOf: [Array(separator)])
     }
 
@@ -256,7 +258,9 @@ public final class StreamReader: Sendable {
     /// result, throws, or returns nil to wait for more data, after which it runs again. Checking
     /// and taking happen under one lock, and only one read may wait at a time: a read that would
     /// start while another waits throws ``StreamError/readInProgress``.
-    nonisolated(nonsending) private func perform(_ attempt: (inout State, inout Int) throws -> Bytes?) async throws -> Bytes {
+    nonisolated(nonsending) private func perform(_ attempt: (inout State, inout Int) throws -> Bytes?) async throws
+        -> Bytes
+    {
         var copied = 0
         defer { recordCopies(copied) }
         var seen = 0

@@ -15,7 +15,8 @@ import Testing
             try await placement.run {
                 let server = try await createServer(host: "127.0.0.1", port: 0) { EchoProtocol() }
                 defer { server.close() }
-                let (transport, client) = try await createConnection(host: "127.0.0.1", port: server.addresses[0].port) {
+                let (transport, client) = try await createConnection(host: "127.0.0.1", port: server.addresses[0].port)
+                {
                     RecordingProtocol()
                 }
                 #expect(client.events == [.made])
@@ -121,7 +122,9 @@ import Testing
             #expect(transport.writeBufferSize > 16 * 1024)
             // The peer reads everything: the queue drains, the protocol may write again.
             let total = 16 * 32 * 1024
-            let read = try await onThread { try RawSocket.readExactly(theirs, count: total, timeoutMilliseconds: 10_000) }
+            let read = try await onThread {
+                try RawSocket.readExactly(theirs, count: total, timeoutMilliseconds: 10_000)
+            }
             #expect(read.count == total)
             #expect(try await eventually { client.events.contains(.resumedWriting) })
             #expect(transport.writeBufferSize == 0)
