@@ -153,7 +153,7 @@ struct BytesTests {
             var joined: [UInt8] = []
             joined.reserveCapacity(total)
             for chunk in chunks { joined += chunk }
-            let identical = joined == payload
+            let identical = sameBytes(joined, payload)
             #expect(identical)
         }
     }
@@ -172,10 +172,7 @@ struct BytesTests {
                 return (Array(bytes), bytes == array, appended)
             }
             #expect(copied.count == array.count)
-            #expect(
-                copied.withUnsafeBytes { a in
-                    array.withUnsafeBytes { memcmp(a.baseAddress!, $0.baseAddress!, $0.count) }
-                } == 0)
+            #expect(sameBytes(copied, array))
             #expect(equal)
             #expect(appended.count == array.count + 1 && appended.first == 1 && appended.last == array.last)
             #expect(Array(bytes.bytes(3..<7)) == Array(array[3..<7]))

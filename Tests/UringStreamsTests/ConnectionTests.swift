@@ -314,7 +314,7 @@ struct ConnectionTests {
             try await writer.waitClosed()
             let everything = try await received
             #expect(everything.count == payload.count)
-            let identical = everything == payload
+            let identical = sameBytes(everything, payload)
             #expect(identical)
         }
     }
@@ -391,7 +391,7 @@ struct ConnectionTests {
             let received = untilEOF ? try await reader.read() : try await reader.readExactly(payload.count)
             try await sending
             #expect(received.count == payload.count)
-            let identical = Array(received) == payload
+            let identical = sameBytes(received, payload)
             #expect(identical)
             writer.close()
         }
@@ -562,7 +562,7 @@ struct ConnectionTests {
             async let sending: Void = sendAll(payload, through: writer)
             let echoed = try await reader.readExactly(payload.count)
             try await sending
-            let identical = Array(echoed) == payload
+            let identical = sameBytes(echoed, payload)
             #expect(identical)
             let tail = try await reader.read()
             #expect(tail.isEmpty)
@@ -622,7 +622,7 @@ struct ConnectionTests {
                 let received = try await onThread { try RawSocket.readExactly(peer, count: payload.count) }
                 try await draining.value
                 #expect(drained.value)
-                let identical = received == payload
+                let identical = sameBytes(received, payload)
                 #expect(identical)
                 let everythingSent = try await eventually { writer.transport.writeBufferSize == 0 }
                 #expect(everythingSent)
