@@ -105,28 +105,40 @@ struct EventLoopTests {
         }
     }
 
-    @Test func runReturnsTheResultAndRethrows() throws {
-        let value = try EventLoop.run { () async throws -> Int in
-            try await EventLoop.current!.sleep(for: .milliseconds(1))
-            return 42
-        }
-        #expect(value == 42)
-        struct Boom: Error {}
-        #expect(throws: Boom.self) { try EventLoop.run { () async throws -> Int in throw Boom() } }
-    }
+    // EventLoop.run holds its thread until main returns: these run it through onThread.
 
-    @Test func runRefusesToNestInsideALoop() throws {
-        let nested = try EventLoop.run { () async -> Bool in
-            do {
-                _ = try EventLoop.run { 1 }
-                return false
-            } catch let error as StreamError {
-                return error == .invalidArgument("EventLoop.run cannot be called from a running event loop")
-            } catch {
-                return false
+    @Test func runReturnsTheResultAndRethrows() async throws {
+        try await withDeadline {
+            let value = try await onThread {
+                try EventLoop.run { () async throws -> Int in
+                    try await EventLoop.current!.sleep(for: .milliseconds(1))
+                    return 42
+                }
+            }
+            #expect(value == 42)
+            struct Boom: Error {}
+            await #expect(throws: Boom.self) {
+                try await onThread { try EventLoop.run { () async throws -> Int in throw Boom() } }
             }
         }
-        #expect(nested)
+    }
+
+    @Test func runRefusesToNestInsideALoop() async throws {
+        try await withDeadline {
+            let nested = try await onThread {
+                try EventLoop.run { () async -> Bool in
+                    do {
+                        _ = try EventLoop.run { 1 }
+                        return false
+                    } catch let error as StreamError {
+                        return error == .invalidArgument("EventLoop.run cannot be called from a running event loop")
+                    } catch {
+                        return false
+                    }
+                }
+            }
+            #expect(nested)
+        }
     }
 
     @Test func unavailableIoUringIsReportedWithCauseAndFix() async throws {
