@@ -15,10 +15,13 @@ struct ServerLifecycleTests {
     /// someone else: closing the server must not shut that down.
     @Test func closeAfterTheGroupShutDownLeavesReusedDescriptorsAlone() async throws {
         try await withDeadline {
-            // Parallel tests may take the freed number first: try a few servers until one's number
-            // is ours to take.
+            // Parallel tests may take the freed number first (the lowest free number goes to the
+            // next socket anyone opens, and a busy suite opens many while this one is between
+            // shutdown and F_DUPFD): try servers until one's number is ours to take, pausing
+            // between tries so a burst of other tests' sockets can close again.
             var checked = false
-            for _ in 0..<5 where !checked {
+            for attempt in 0..<50 where !checked {
+                if attempt > 0 { try await settle(20) }
                 let group = EventLoopGroup(loopCount: 1)
                 let server = try await startServer(host: "127.0.0.1", port: 0, on: group) { _, writer in
                     writer.close()
@@ -41,10 +44,17 @@ struct ServerLifecycleTests {
                 defer { RawSocket.close(listening) }
                 server.close()
                 await server.waitClosed()
-                try RawSocket.writeAll(listening, utf8("x"))
-                try RawSocket.writeAll(b, utf8("y"))
-                #expect(try RawSocket.read(b, timeoutMilliseconds: 1_000) == utf8("x"))
-                #expect(try RawSocket.read(listening, timeoutMilliseconds: 1_000) == utf8("y"))
+                // Blocking reads (a second at most when the pair was shut down): on a thread.
+                let (toB, toListening) = try await onThread {
+                    try RawSocket.writeAll(listening, utf8("x"))
+                    try RawSocket.writeAll(b, utf8("y"))
+                    return (
+                        try RawSocket.read(b, timeoutMilliseconds: 1_000),
+                        try RawSocket.read(listening, timeoutMilliseconds: 1_000)
+                    )
+                }
+                #expect(toB == utf8("x"))
+                #expect(toListening == utf8("y"))
                 checked = true
             }
             #expect(checked, "the listener's number was never free after the shutdown")
