@@ -69,6 +69,48 @@ struct ServerLifecycleTests {
         return nil
     }
 
+    /// isServing is true only once the sockets listen: a client that connects the moment it sees
+    /// isServing (CPython's test client does, from a thread) is never refused.
+    @Test func isServingMeansTheSocketListens() async throws {
+        try await withDeadline(30) {
+            for _ in 0..<300 {
+                let server = try await startServer(host: "127.0.0.1", port: 0, startServing: false) { _, writer in
+                    writer.close()
+                }
+                let port = try #require(server.addresses.first).port
+                let watching = Atomic<Bool>(false)
+                // Spins (no sleep, to see the change at once) on a thread of its own, its socket
+                // made beforehand so the connect follows isServing as closely as it can.
+                async let refused: Int32? = onThread {
+                    let client = socket(AF_INET, RawSocket.streamType, 0)
+                    defer { RawSocket.close(client) }
+                    var address = sockaddr_in()
+                    address.sin_family = sa_family_t(AF_INET)
+                    address.sin_port = UInt16(port).bigEndian
+                    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+                    watching.store(true, ordering: .releasing)
+                    let end = ContinuousClock.now.advanced(by: .seconds(5))
+                    while !server.isServing {
+                        guard ContinuousClock.now < end else { throw DeadlineExceeded(seconds: 5) }
+                    }
+                    let result = withUnsafePointer(to: &address) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                        }
+                    }
+                    return result == 0 ? nil : errno
+                }
+                while !watching.load(ordering: .acquiring) { await Task.yield() }
+                try await server.startServing()
+                let error = try await refused
+                #expect(error == nil, "connect right after isServing failed: \(String(cString: strerror(error ?? 0)))")
+                server.close()
+                await server.waitClosed()
+                if error != nil { break }
+            }
+        }
+    }
+
     /// startServing and close racing: whoever wins, no listener keeps accepting afterwards and the
     /// descriptor is closed once.
     @Test func startServingRacingCloseLeavesNothingListening() async throws {
