@@ -11,6 +11,9 @@ public final class Server: Sendable {
     public typealias ClientConnected = @Sendable (StreamReader, StreamWriter) async -> Void
 
     private struct State {
+        /// startServing began (and did not fail): a second call does nothing.
+        var started = false
+        /// The sockets listen: set after `listen`, so a client that sees it can connect.
         var serving = false
         var closed = false
         var servingForever = false
@@ -62,8 +65,8 @@ public final class Server: Sendable {
     public func startServing() async throws {
         let start = try state.withLock { state -> Bool in
             if state.closed { throw StreamError.serverClosed }
-            if state.serving { return false }
-            state.serving = true
+            if state.started { return false }
+            state.started = true
             return true
         }
         guard start else { return }
@@ -74,8 +77,12 @@ public final class Server: Sendable {
                 }
             }
         } catch {
-            state.withLock { $0.serving = false }
+            state.withLock { $0.started = false }
             throw error
+        }
+        // Only now: isServing set before `listen` let a client that saw it be refused.
+        state.withLock { state in
+            if !state.closed { state.serving = true }
         }
         let made = descriptors.map { descriptor in
             Listener(

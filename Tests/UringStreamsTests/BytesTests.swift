@@ -3,6 +3,7 @@
 // here one to one (Python's `bytes` is a builtin); the zero-copy lifetime
 // tests guard what a `bytes` object gives for free: contents that never change.
 
+import Glibc
 import Testing
 import UringStreams
 
@@ -152,9 +153,54 @@ struct BytesTests {
             var joined: [UInt8] = []
             joined.reserveCapacity(total)
             for chunk in chunks { joined += chunk }
-            let identical = joined == payload
+            let identical = sameBytes(joined, payload)
             #expect(identical)
         }
+    }
+
+    /// Converting and comparing are single memory copies and compares, not a walk over every
+    /// byte: element by element, unoptimised (debug) code spent over a second on 16 MiB, time the
+    /// whole process then waited on under load. Measured as this thread's CPU time, which other
+    /// processes on the machine do not inflate.
+    @Test func largeBytesConvertAndCompareAtMemoryCopySpeed() async throws {
+        try await withDeadline {
+            let array = patternBytes(count: 16 << 20)
+            let bytes = Bytes(array)
+            let (copied, equal, appended) = try Self.threadCPUTime(below: .milliseconds(300)) {
+                var appended: [UInt8] = [1]
+                appended += bytes
+                return (Array(bytes), bytes == array, appended)
+            }
+            #expect(copied.count == array.count)
+            #expect(sameBytes(copied, array))
+            #expect(equal)
+            #expect(appended.count == array.count + 1 && appended.first == 1 && appended.last == array.last)
+            #expect(Array(bytes.bytes(3..<7)) == Array(array[3..<7]))
+            var differing = array
+            differing[differing.count - 1] &+= 1
+            #expect(!(bytes == differing))
+            #expect(Array(Bytes()) == [])
+            // Into a buffer too short for them: the rest comes from the iterator handed back.
+            let short = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4)
+            defer { short.deallocate() }
+            let (rest, filled) = short.initialize(from: Bytes(utf8("abcdef")))
+            #expect(filled == 4 && Array(short) == utf8("abcd"))
+            #expect(Array(IteratorSequence(rest)) == utf8("ef"))
+        }
+    }
+
+    /// Runs `body` and records an issue when it took more than `limit` of this thread's CPU time.
+    private static func threadCPUTime<T>(below limit: Duration, _ body: () throws -> T) throws -> T {
+        func now() -> Duration {
+            var spec = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &spec)
+            return .seconds(spec.tv_sec) + .nanoseconds(spec.tv_nsec)
+        }
+        let start = now()
+        let result = try body()
+        let spent = now() - start
+        #expect(spent < limit, "took \(spent) of CPU time")
+        return result
     }
 
     @Test func contentsOutliveTheConnection() async throws {

@@ -296,7 +296,7 @@ import Testing
 
     // MARK: TLS
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func tlsServerAndConnectionPresentTheTLSTransport() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -321,7 +321,7 @@ import Testing
 
     /// A client that does not trust the server's CA: `createConnection` throws, and neither side's
     /// protocol hears anything (asyncio calls `connection_made` only after the handshake).
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func aFailedHandshakeLeavesBothProtocolsUntouched() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()

@@ -15,10 +15,13 @@ struct ServerLifecycleTests {
     /// someone else: closing the server must not shut that down.
     @Test func closeAfterTheGroupShutDownLeavesReusedDescriptorsAlone() async throws {
         try await withDeadline {
-            // Parallel tests may take the freed number first: try a few servers until one's number
-            // is ours to take.
+            // Parallel tests may take the freed number first (the lowest free number goes to the
+            // next socket anyone opens, and a busy suite opens many while this one is between
+            // shutdown and F_DUPFD): try servers until one's number is ours to take, pausing
+            // between tries so a burst of other tests' sockets can close again.
             var checked = false
-            for _ in 0..<5 where !checked {
+            for attempt in 0..<50 where !checked {
+                if attempt > 0 { try await settle(20) }
                 let group = EventLoopGroup(loopCount: 1)
                 let server = try await startServer(host: "127.0.0.1", port: 0, on: group) { _, writer in
                     writer.close()
@@ -41,10 +44,17 @@ struct ServerLifecycleTests {
                 defer { RawSocket.close(listening) }
                 server.close()
                 await server.waitClosed()
-                try RawSocket.writeAll(listening, utf8("x"))
-                try RawSocket.writeAll(b, utf8("y"))
-                #expect(try RawSocket.read(b, timeoutMilliseconds: 1_000) == utf8("x"))
-                #expect(try RawSocket.read(listening, timeoutMilliseconds: 1_000) == utf8("y"))
+                // Blocking reads (a second at most when the pair was shut down): on a thread.
+                let (toB, toListening) = try await onThread {
+                    try RawSocket.writeAll(listening, utf8("x"))
+                    try RawSocket.writeAll(b, utf8("y"))
+                    return (
+                        try RawSocket.read(b, timeoutMilliseconds: 1_000),
+                        try RawSocket.read(listening, timeoutMilliseconds: 1_000)
+                    )
+                }
+                #expect(toB == utf8("x"))
+                #expect(toListening == utf8("y"))
                 checked = true
             }
             #expect(checked, "the listener's number was never free after the shutdown")
@@ -57,6 +67,48 @@ struct ServerLifecycleTests {
             if (try? RawSocket.localPort(of: fd)) == port { return fd }
         }
         return nil
+    }
+
+    /// isServing is true only once the sockets listen: a client that connects the moment it sees
+    /// isServing (CPython's test client does, from a thread) is never refused.
+    @Test func isServingMeansTheSocketListens() async throws {
+        try await withDeadline(30) {
+            for _ in 0..<300 {
+                let server = try await startServer(host: "127.0.0.1", port: 0, startServing: false) { _, writer in
+                    writer.close()
+                }
+                let port = try #require(server.addresses.first).port
+                let watching = Atomic<Bool>(false)
+                // Spins (no sleep, to see the change at once) on a thread of its own, its socket
+                // made beforehand so the connect follows isServing as closely as it can.
+                async let refused: Int32? = onThread {
+                    let client = socket(AF_INET, RawSocket.streamType, 0)
+                    defer { RawSocket.close(client) }
+                    var address = sockaddr_in()
+                    address.sin_family = sa_family_t(AF_INET)
+                    address.sin_port = UInt16(port).bigEndian
+                    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+                    watching.store(true, ordering: .releasing)
+                    let end = ContinuousClock.now.advanced(by: .seconds(5))
+                    while !server.isServing {
+                        guard ContinuousClock.now < end else { throw DeadlineExceeded(seconds: 5) }
+                    }
+                    let result = withUnsafePointer(to: &address) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                        }
+                    }
+                    return result == 0 ? nil : errno
+                }
+                while !watching.load(ordering: .acquiring) { await Task.yield() }
+                try await server.startServing()
+                let error = try await refused
+                #expect(error == nil, "connect right after isServing failed: \(String(cString: strerror(error ?? 0)))")
+                server.close()
+                await server.waitClosed()
+                if error != nil { break }
+            }
+        }
     }
 
     /// startServing and close racing: whoever wins, no listener keeps accepting afterwards and the

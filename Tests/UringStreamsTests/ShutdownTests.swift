@@ -42,19 +42,24 @@ struct ShutdownTests {
         }
     }
 
-    @Test func runEndsLeftoverWorkWhenMainReturns() throws {
+    @Test func runEndsLeftoverWorkWhenMainReturns() async throws {
         // A task main started and did not await: it waits on a server connection; run must still
-        // return once main does, ending that wait.
+        // return once main does, ending that wait. EventLoop.run holds its thread until then: on
+        // a thread of its own, not the cooperative pool's.
         let finished = Locked(false)
-        try EventLoop.run {
-            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, _ in
-                _ = try? await reader.read()
-                finished.set(true)
+        try await withDeadline {
+            try await onThread {
+                try EventLoop.run {
+                    let server = try await startServer(host: "127.0.0.1", port: 0) { reader, _ in
+                        _ = try? await reader.read()
+                        finished.set(true)
+                    }
+                    let port = try #require(server.addresses.first).port
+                    let (_, writer) = try await openConnection(host: "127.0.0.1", port: port)
+                    try await EventLoop.current!.sleep(for: .milliseconds(20))
+                    _ = writer
+                }
             }
-            let port = try #require(server.addresses.first).port
-            let (_, writer) = try await openConnection(host: "127.0.0.1", port: port)
-            try await EventLoop.current!.sleep(for: .milliseconds(20))
-            _ = writer
         }
         #expect(finished.value)
     }

@@ -3,9 +3,7 @@ import UringStreams
 
 /// Closing a TLS connection as asyncio's sslproto does: close_notify both ways, bounded by the
 /// shutdown timeout (asyncio `ssl_shutdown_timeout`).
-@Suite(
-    .timeLimit(.minutes(1)),
-    .enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+@Suite(.timeLimit(.minutes(1)), .needsOpenSSL)
 struct TLSShutdownTests {
     /// A peer that neither reads nor answers close_notify: close() gives up after the shutdown
     /// timeout, aborting the connection, and waitClosed says so.

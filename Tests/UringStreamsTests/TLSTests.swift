@@ -5,6 +5,7 @@
 
 import Glibc
 import Testing
+
 @testable import UringStreams
 
 // Serialized: each case starts peer processes and some move 16 MiB through OpenSSL; run side by
@@ -14,9 +15,7 @@ struct TLSTests {
     // MARK: Handshakes both ways
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"),
+        .needsOpenSSLAndPython,
         arguments: Placement.allCases)
     func clientTalksToPythonAsyncioServer(placement: Placement) async throws {
         try await withDeadline(20) {
@@ -48,7 +47,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func clientTalksToOpenSSLServer() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -75,9 +74,7 @@ struct TLSTests {
     }
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+        .needsOpenSSLAndPython)
     func pythonClientTalksToServer() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -94,7 +91,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func opensslClientTalksToServer() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -123,7 +120,7 @@ struct TLSTests {
     }
 
     @Test(
-        .enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"),
+        .needsOpenSSL,
         arguments: SocketKind.allCases, Placement.allCases)
     func clientTalksToServer(kind: SocketKind, placement: Placement) async throws {
         try await withDeadline(20) {
@@ -168,7 +165,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func noCommonALPNProtocolGoesOnWithout() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -188,7 +185,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func cancellingAHandshakeAbortsItPromptly() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -215,9 +212,7 @@ struct TLSTests {
     // MARK: Verification
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+        .needsOpenSSLAndPython)
     func serverSignedByAnotherCAIsRejected() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -239,9 +234,7 @@ struct TLSTests {
     }
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+        .needsOpenSSLAndPython)
     func wrongHostNameIsRejected() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -256,9 +249,7 @@ struct TLSTests {
     }
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+        .needsOpenSSLAndPython)
     func expiredCertificateIsRejected() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -273,9 +264,7 @@ struct TLSTests {
     }
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+        .needsOpenSSLAndPython)
     func pythonServerRequiringClientCertificates() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -308,9 +297,7 @@ struct TLSTests {
     }
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+        .needsOpenSSLAndPython)
     func serverRequiringClientCertificates() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -340,7 +327,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func systemTrustRootsHonourSSLCertFile() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -365,9 +352,7 @@ struct TLSTests {
     // MARK: startTLS
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonStartTLS,
-            "needs python3 3.11+ (StreamWriter.start_tls) with ssl and the openssl command"))
+        .needsOpenSSLAndPythonStartTLS)
     func startTLSWithPythonAfterAPlaintextLine() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -384,7 +369,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func startTLSOnBothEnds() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -417,9 +402,7 @@ struct TLSTests {
     // MARK: Volume and flow control
 
     @Test(
-        .enabled(
-            if: Tools.openssl && Tools.pythonSSL,
-            "needs python3 with ssl and the openssl command; scripts/setup-deps test installs them"))
+        .needsOpenSSLAndPython)
     func sixteenMebibytesEchoedByPythonArriveIntact() async throws {
         try await withDeadline(45) {
             let fixtures = try await TLSFixtures.make()
@@ -445,7 +428,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func sixteenMebibytesEchoedByOurServerWithASmallLimit() async throws {
         try await withDeadline(45) {
             let fixtures = try await TLSFixtures.make()
@@ -473,7 +456,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func readerLimitPausesTheSocketForDecryptedData() async throws {
         try await withDeadline(30) {
             let fixtures = try await TLSFixtures.make()
@@ -504,7 +487,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func writeEOFSendsCloseNotifyAndKeepsReading() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -535,7 +518,7 @@ struct TLSTests {
     }
 
     @Test(
-        .enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"),
+        .needsOpenSSL,
         arguments: Stall.allCases)
     func handshakeTimesOutWhenTheServerStalls(stall: Stall) async throws {
         try await withDeadline(20) {
@@ -563,7 +546,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func serverDropsAClientThatNeverSpeaks() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -583,7 +566,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func garbageFromTheServerFailsTheHandshake() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -601,7 +584,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func garbageFromAClientIsAnsweredWithAnAlertAndAClose() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
@@ -623,7 +606,7 @@ struct TLSTests {
         }
     }
 
-    @Test(.enabled(if: Tools.openssl, "needs the openssl command; scripts/setup-deps test installs it"))
+    @Test(.needsOpenSSL)
     func garbageAfterTheHandshakeFailsTheStream() async throws {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()

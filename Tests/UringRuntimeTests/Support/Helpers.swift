@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Synchronization
 import Testing
@@ -112,4 +113,13 @@ func eventually(_ condition: () -> Bool) async throws -> Bool {
         try await Task.sleep(for: .milliseconds(2))
     }
     return condition()
+}
+
+/// Runs blocking work (`EventLoop.run`, which holds its calling thread until main returns) on a
+/// thread of its own: on one of the cooperative pool's few threads it would stall every other
+/// test's tasks for as long.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
 }

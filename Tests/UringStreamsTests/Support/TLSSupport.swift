@@ -9,9 +9,25 @@ import UringStreams
 
 // MARK: - Tools
 
+/// Whether the peers' tools are installed, each found out once. The checks run processes, so they
+/// run on a thread of their own and the tests' conditions await them: as static `Bool`s evaluated
+/// in `.enabled(if:)`, the first check blocked a thread of the cooperative pool in
+/// `waitUntilExit`, and the one-time initialisation blocked every other thread asking meanwhile.
 enum Tools {
-    /// Whether `command` runs and exits with 0 (used to skip tests whose peer is not installed).
-    static func works(_ arguments: [String]) -> Bool {
+    static let openssl = check(["openssl", "version"])
+    static let pythonSSL = check(["python3", "-c", "import ssl, asyncio"])
+    /// asyncio's `StreamWriter.start_tls` came in Python 3.11.
+    static let pythonStartTLS = Task {
+        guard await pythonSSL.value else { return false }
+        return await check(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"]).value
+    }
+
+    private static func check(_ arguments: [String]) -> Task<Bool, Never> {
+        Task { (try? await onThread { works(arguments) }) == true }
+    }
+
+    /// Whether `arguments` run and exit with 0. Blocking: runs and waits for a process.
+    private static func works(_ arguments: [String]) -> Bool {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
@@ -21,12 +37,26 @@ enum Tools {
         process.waitUntilExit()
         return process.terminationStatus == 0
     }
+}
 
-    static let openssl = works(["openssl", "version"])
-    static let pythonSSL = works(["python3", "-c", "import ssl, asyncio"])
-    /// asyncio's `StreamWriter.start_tls` came in Python 3.11.
-    static let pythonStartTLS =
-        pythonSSL && works(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"])
+extension Trait where Self == ConditionTrait {
+    static var needsOpenSSL: Self {
+        .enabled("needs the openssl command; scripts/setup-deps test installs it") { await Tools.openssl.value }
+    }
+
+    static var needsOpenSSLAndPython: Self {
+        .enabled("needs python3 with ssl and the openssl command; scripts/setup-deps test installs them") {
+            guard await Tools.openssl.value else { return false }
+            return await Tools.pythonSSL.value
+        }
+    }
+
+    static var needsOpenSSLAndPythonStartTLS: Self {
+        .enabled("needs python3 3.11+ (StreamWriter.start_tls) with ssl and the openssl command") {
+            guard await Tools.openssl.value else { return false }
+            return await Tools.pythonStartTLS.value
+        }
+    }
 }
 
 struct ToolFailed: Error, CustomStringConvertible {
