@@ -232,7 +232,8 @@ struct Driver {
         }
         let stored = reader.exception.map { ($0 as? FuzzError)?.id ?? -1 }
         if stored != model.exception {
-            fail("exception is \(String(describing: reader.exception)); the model has \(String(describing: model.exception))")
+            let modelError = model.exception.map { "FuzzError(\($0))" } ?? "nil"
+            fail("exception is \(String(describing: reader.exception)); the model has \(modelError)")
         }
         let memory = reader.bufferedMemory
         if memory.bytes != model.count {

@@ -97,6 +97,11 @@ struct ReferenceReader {
     private var start = 0
     private(set) var eof = false
     private(set) var exception: Int?
+    /// Where a readUntil with these separators may resume its search: no match starts before
+    /// `from` (asyncio's `offset`). Only a shortcut, the model's answers do not depend on it; it
+    /// spares the repeated scans of a long buffer on every wake-up of a waiting read. Cleared
+    /// whenever bytes are consumed.
+    private var searched: (separators: [[UInt8]], from: Int)?
 
     init(limit: Int) {
         self.limit = limit
@@ -126,6 +131,7 @@ struct ReferenceReader {
     }
 
     private mutating func drop(_ n: Int) {
+        if n > 0 { searched = nil }
         start += min(n, count)
         if start == storage.count {
             storage.removeAll(keepingCapacity: true)
@@ -218,9 +224,10 @@ struct ReferenceReader {
         let shortest = sorted.first!.count
         let longest = sorted.last!.count
         if count >= shortest {
+            let from = searched.flatMap { $0.separators == sorted ? $0.from : nil } ?? 0
             var best: (start: Int, end: Int)?
             for separator in sorted {
-                if let found = firstIndex(of: separator), found + separator.count < (best?.end ?? Int.max) {
+                if let found = firstIndex(of: separator, from: from), found + separator.count < (best?.end ?? Int.max) {
                     best = (found, found + separator.count)
                 }
             }
@@ -231,6 +238,7 @@ struct ReferenceReader {
                 return .bytes(take(best.end))
             }
             let offset = max(0, count + 1 - longest)
+            searched = (sorted, offset)
             if offset > limit {
                 return .limitOverrun(consumed: offset, found: false)
             }
@@ -241,27 +249,28 @@ struct ReferenceReader {
         return nil
     }
 
-    /// The first position (from the start of the buffer) where `separator` begins.
-    private func firstIndex(of separator: [UInt8]) -> Int? {
-        guard separator.count <= count else { return nil }
-        // memchr and memcmp: the C library is not instrumented, so the model's searches (repeated
-        // on every wake-up of a waiting read) cost little coverage tracing and add few model-only
-        // features to the corpus.
+    /// The first position at or after `from` (counted from the start of the buffer) where
+    /// `separator` begins.
+    private func firstIndex(of separator: [UInt8], from: Int) -> Int? {
+        guard separator.count <= count - from else { return nil }
+        // memchr finds candidates (the C library is not instrumented); the rest of a separator (at
+        // most three bytes) is compared here, not with memcmp, whose interception by libFuzzer
+        // costs far more per call than the comparison.
         return storage.withUnsafeBytes { whole in
-            separator.withUnsafeBytes { needle in
-                let base = whole.baseAddress! + start
-                let last = count - needle.count
-                var from = 0
-                while from <= last {
-                    guard let hit = memchr(base + from, Int32(needle[0]), last - from + 1) else { return nil }
-                    let position = UnsafeRawPointer(hit) - base
-                    if needle.count == 1 || memcmp(hit + 1, needle.baseAddress! + 1, needle.count - 1) == 0 {
-                        return position
-                    }
-                    from = position + 1
+            let base = whole.baseAddress! + start
+            let last = count - separator.count
+            var from = from
+            while from <= last {
+                guard let hit = memchr(base + from, Int32(separator[0]), last - from + 1) else { return nil }
+                let position = UnsafeRawPointer(hit) - base
+                var matched = 1
+                while matched < separator.count && whole[start + position + matched] == separator[matched] {
+                    matched += 1
                 }
-                return nil
+                if matched == separator.count { return position }
+                from = position + 1
             }
+            return nil
         }
     }
 }
