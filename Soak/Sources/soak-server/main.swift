@@ -54,13 +54,17 @@ struct SoakServer: AsyncParsableCommand {
         if let reason = group.unavailableReason { throw reason }
 
         let handler = Handler(mode: mode, readSize: readSize, slowDelay: .microseconds(slowDelay))
-        let server = try await startServer(host: host, port: port, limit: limit, backlog: backlog, on: group) {
-            reader, writer in
+        // Not accepting yet: the kernel reads RLIMIT_NOFILE when an accept is submitted, so a
+        // multishot accept armed before the limit is lowered would go on with the old one.
+        let server = try await startServer(
+            host: host, port: port, limit: limit, backlog: backlog, startServing: false, on: group
+        ) { reader, writer in
             await handler.serve(reader, writer)
         }
         // Made before the descriptors are counted: Dispatch opens its own (epoll, eventfd) for them.
         let signalSources = handleSignals(server: server, group: group)
         if let fdHeadroom { try lowerDescriptorLimit(headroom: fdHeadroom) }
+        try await server.startServing()
         emit(
             "ready pid=\(getpid()) port=\(server.addresses.first?.port ?? 0) fds=\(openDescriptorCount()) "
                 + "nofile=\(currentDescriptorLimit())")
@@ -187,9 +191,13 @@ private func statisticsJSON(_ group: EventLoopGroup) -> String {
 private func lowerDescriptorLimit(headroom: Int) throws {
     var limit = rlimit()
     getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    // Descriptors are numbered from the lowest free one, so the limit must lie above the highest
-    // open one, not just above the count.
-    limit.rlim_cur = rlim_t(highestOpenDescriptor() + 1 + headroom)
+    // A new descriptor takes the lowest free number below the limit, and descriptors at or above
+    // it (inherited ones, say) take no room: the limit is the smallest L with `headroom` free
+    // numbers below it.
+    let open = openDescriptors()
+    var candidate = headroom
+    while candidate - open.filter({ $0 < candidate }).count < headroom { candidate += 1 }
+    limit.rlim_cur = rlim_t(candidate)
     guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
         throw StreamError.system(errno: errno, operation: "setrlimit(RLIMIT_NOFILE)")
     }
@@ -214,7 +222,6 @@ private func openDescriptors() -> [Int32] {
 }
 
 private func openDescriptorCount() -> Int { openDescriptors().count }
-private func highestOpenDescriptor() -> Int { Int(openDescriptors().max() ?? 2) }
 
 /// One line on standard output in one write, so lines from different threads never interleave.
 private func emit(_ line: String) {
