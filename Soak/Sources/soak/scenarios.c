@@ -24,6 +24,9 @@ static const char *loops_string(void) {
 
 static double mib(long kb) { return (double)kb / 1024.0; }
 
+// Twice the default receive-buffer pool of a loop (64 x 256 KiB): enough to write every buffer.
+#define POOL_BYTES ((size_t)2 * 64 * 262144)
+
 static double dur(double full, double quick) {
     if (opt.duration > 0) return opt.duration;
     return opt.quick ? quick : full;
@@ -37,9 +40,18 @@ static long count(long full, long quick) {
 typedef struct {
     server_t s;
     long base_fds;
-    long base_rss;  // KiB
+    long base_rss;   // KiB
+    long base_heap;  // bytes malloc hands out (the server's count)
     stats_t st;
 } run_t;
+
+// Takes the baseline (again, after a warm-up).
+static void rebase(run_t *run) {
+    stats_t st;
+    if (server_stats(&run->s, &st) == 0) run->base_heap = st.heap_in_use;
+    run->base_fds = proc_fds(run->s.pid);
+    run->base_rss = proc_status_kb(run->s.pid, "VmRSS");
+}
 
 // Starts the server and takes its baseline; returns 0, or records the failure and returns -1.
 static int start(run_t *run, result_t *r, const char *const *args, const char *const *env) {
@@ -51,16 +63,10 @@ static int start(run_t *run, result_t *r, const char *const *args, const char *c
     // The first SIGUSR1 makes Dispatch open what it needs for it; the baseline comes after.
     server_stats(&run->s, &run->st);
     sleep_ms(100);
-    run->base_fds = proc_fds(run->s.pid);
-    run->base_rss = proc_status_kb(run->s.pid, "VmRSS");
+    rebase(run);
     return 0;
 }
 
-// Takes the baseline again (after a warm-up).
-static void rebase(run_t *run) {
-    run->base_fds = proc_fds(run->s.pid);
-    run->base_rss = proc_status_kb(run->s.pid, "VmRSS");
-}
 
 static void close_all(int *fds, long n) {
     for (long i = 0; i < n; i++)
@@ -78,8 +84,12 @@ static void finish(run_t *run, result_t *r) {
     check(r, drained, "every connection handler ended after the clients closed (%ld still open)", st.open);
     long fds = wait_fds(run->s.pid, run->base_fds, 10);
     long rss = proc_status_kb(run->s.pid, "VmRSS");
-    fig(r, "server after the clients closed", "%ld descriptors (baseline %ld), RSS %.1f MiB (baseline %.1f MiB)", fds,
-        run->base_fds, mib(rss), mib(run->base_rss));
+    stats_t now = {0};
+    server_stats(&run->s, &now);
+    fig(r, "server after the clients closed",
+        "%ld descriptors (baseline %ld), RSS %.1f MiB (baseline %.1f), heap %.1f MiB (baseline %.1f)", fds,
+        run->base_fds, mib(rss), mib(run->base_rss), (double)now.heap_in_use / 1048576.0,
+        (double)run->base_heap / 1048576.0);
     check(r, fds >= 0 && fds <= run->base_fds, "the server's descriptor count returned to its baseline (%ld, baseline %ld)",
           fds, run->base_fds);
     if (server_stats(&run->s, &st) == 0) {
@@ -118,6 +128,50 @@ static sconn_t *make_conns(int *fds, long n, uint32_t first_id) {
     return conns;
 }
 
+// Pushes `total` bytes of lines through one connection, so every receive buffer of the loop has
+// been written once (its pages resident) before the baseline is taken.
+static int warm_receive_buffers(int port, size_t total) {
+    int fd = tcp_connect(port, 30, 1, 0);
+    if (fd < 0) return -1;
+    struct pollfd p = {fd, POLLOUT, 0};
+    poll(&p, 1, 5000);
+    char line[1000];
+    memset(line, 'w', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    size_t sent = 0, back = 0, at = 0;
+    char buf[65536];
+    uint64_t deadline = now_ns() + 60000000000ull;
+    while (back < total && now_ns() < deadline) {
+        p.events = POLLIN | (sent < total ? POLLOUT : 0);
+        if (poll(&p, 1, 1000) <= 0) continue;
+        if (p.revents & POLLOUT) {
+            size_t len = sizeof line - at;
+            ssize_t k = send(fd, line + at, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (k > 0) {
+                sent += (size_t)k;
+                at = (at + (size_t)k) % sizeof line;
+            }
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (k == 0) break;
+            if (k > 0) back += (size_t)k;
+        }
+    }
+    close(fd);
+    return back >= total ? 0 : -1;
+}
+
+// Warms the receive buffers of every loop: the server hands connections to its loops in turn,
+// so `loops` connections in a row reach each loop once. Their pages (16 MiB per loop by default)
+// become resident as the kernel first writes them; a baseline taken before would count them as
+// growth.
+static int warm_all_loops(int port, int loops, size_t per_loop) {
+    for (int i = 0; i < loops; i++)
+        if (warm_receive_buffers(port, per_loop) != 0) return -1;
+    return 0;
+}
+
 // ---- 1. many concurrent connections ----
 
 void scenario_connections(result_t *r) {
@@ -126,7 +180,10 @@ void scenario_connections(result_t *r) {
     const char *args[] = {"--mode", "echo", "--loops", loops_string(), "--backlog", "4096", NULL};
     run_t run;
     if (start(&run, r, args, NULL) != 0) return;
-    fig(r, "server baseline", "%ld descriptors, RSS %.1f MiB (%s loops)", run.base_fds, mib(run.base_rss), loops_arg);
+    check(r, warm_all_loops(run.s.port, opt.loops, POOL_BYTES) == 0, "a warm-up wrote every receive buffer once");
+    rebase(&run);
+    fig(r, "server baseline (receive buffers warm)", "%ld descriptors, RSS %.1f MiB, heap %.1f MiB (%s loops)",
+        run.base_fds, mib(run.base_rss), (double)run.base_heap / 1048576.0, loops_arg);
 
     int *fds = malloc((size_t)n * sizeof *fds);
     char error[256] = "";
@@ -310,15 +367,16 @@ void scenario_cycles(result_t *r) {
     run_t run;
     if (start(&run, r, args, NULL) != 0) return;
     cycles_t *c = calloc(1, sizeof *c);
-    // A warm-up with the same mix, so the baseline includes what the allocator and the receive
-    // buffers keep after the first connections: a leak is growth beyond it.
+    // A warm-up of the receive buffers and of the same mix, so the baseline includes what the
+    // buffers and the allocator keep after the first connections: a leak is growth beyond it.
+    check(r, warm_all_loops(run.s.port, opt.loops, POOL_BYTES) == 0, "a warm-up wrote every receive buffer once");
     run_cycles(c, workers, run.s.port, warmup, 0, &run, r, 0);
     stats_t st;
     server_wait_open(&run.s, 0, 20, &st);
     sleep_ms(200);
     rebase(&run);
-    fig(r, "server baseline after a warm-up", "%ld cycles; %ld descriptors, RSS %.1f MiB", warmup, run.base_fds,
-        mib(run.base_rss));
+    fig(r, "server baseline after a warm-up", "%ld cycles; %ld descriptors, RSS %.1f MiB, heap %.1f MiB", warmup,
+        run.base_fds, mib(run.base_rss), (double)run.base_heap / 1048576.0);
 
     uint64_t t0 = now_ns();
     double cpu0 = proc_cpu_seconds(run.s.pid);
@@ -349,6 +407,9 @@ void scenario_cycles(result_t *r) {
     long allowed = 2048;
     check(r, growth <= allowed, "the server's RSS returned to its baseline (%+.1f MiB, allowed +%.1f MiB)",
           mib(growth), mib(allowed));
+    long heap_growth = after.heap_in_use - run.base_heap;
+    check(r, heap_growth <= 1048576, "the server's heap in use returned to its baseline (%+.2f MiB, allowed +1 MiB)",
+          (double)heap_growth / 1048576.0);
     summary(r, "%ld cycles at %.0f/s, %ld failed; RSS %+.1f MiB, descriptors back to %ld", total,
             (double)total / seconds, failures, mib(growth), run.base_fds);
     finish(&run, r);
@@ -608,6 +669,7 @@ typedef struct {
     long n;
     double duration;
     uint64_t period_ns;
+    uint64_t tick_ns;
     uint64_t bytes, late, lines_sent, lines_echoed, mismatches, errors;
     char error[256];
 } crowd_t;
@@ -661,8 +723,7 @@ static void *crowd_main(void *arg) {
     uint64_t end = start + (uint64_t)(cr->duration * 1e9);
     uint64_t tick = start;
     char line[LINE + 1];
-    while (tick < end) {
-        uint64_t now = now_ns();
+    for (uint64_t now = now_ns(); now < end; now = now_ns()) {
         for (long i = 0; i < cr->n; i++) {
             loris_t *c = &cr->c[i];
             if (c->fd < 0 || c->due > now) continue;
@@ -684,7 +745,10 @@ static void *crowd_main(void *arg) {
             if (now > c->due) cr->late++;  // more than a period behind its schedule
         }
         crowd_drain(cr, ep);
-        tick += 1000000;  // 1 ms
+        // Sends go out in small bursts, as from independent clients: bursts of a whole
+        // millisecond's bytes (100 at once) queue the ping-pong behind them.
+        tick += cr->tick_ns;
+        if (tick < now) tick = now;  // behind: catch up at once rather than run past the end
         sleep_until_ns(tick);
     }
     // The last lines sent come back shortly after.
@@ -707,6 +771,13 @@ static void pingpong_phase(pingpong_t *p, int port, double seconds) {
     pthread_join(id, NULL);
 }
 
+// How often the crowd's thread wakes to send what is due (SOAK_TICK_US, default 100 us).
+static uint64_t tick_us(void) {
+    const char *v = getenv("SOAK_TICK_US");
+    long us = v ? atol(v) : 100;
+    return (uint64_t)(us > 0 ? us : 100);
+}
+
 void scenario_slowloris(result_t *r) {
     long n = opt.connections > 0 ? opt.connections : 1000;
     double seconds = dur(10, 3);
@@ -724,7 +795,7 @@ void scenario_slowloris(result_t *r) {
     int accepted = server_wait_open(&run.s, connected, 30, &st) == 0;
     check(r, connected == n && accepted, "%ld slow connections established and accepted (%ld, %ld handlers)%s%s", n,
           connected, st.open, error[0] ? ": " : "", error);
-    crowd_t cr = {.n = n, .duration = seconds, .period_ns = 10000000};
+    crowd_t cr = {.n = n, .duration = seconds, .period_ns = 10000000, .tick_ns = tick_us() * 1000};
     cr.c = calloc((size_t)n, sizeof *cr.c);
     for (long i = 0; i < n; i++) cr.c[i].fd = fds[i];
     double cpu0 = proc_cpu_seconds(run.s.pid);
@@ -815,40 +886,6 @@ static void *flood_main(void *arg) {
     return NULL;
 }
 
-// Pushes `total` bytes of lines through one connection, so every receive buffer of the loop has
-// been written once (its pages resident) before the baseline is taken.
-static int warm_receive_buffers(int port, size_t total) {
-    int fd = tcp_connect(port, 30, 1, 0);
-    if (fd < 0) return -1;
-    struct pollfd p = {fd, POLLOUT, 0};
-    poll(&p, 1, 5000);
-    char line[1000];
-    memset(line, 'w', sizeof line - 1);
-    line[sizeof line - 1] = '\n';
-    size_t sent = 0, back = 0, at = 0;
-    char buf[65536];
-    uint64_t deadline = now_ns() + 60000000000ull;
-    while (back < total && now_ns() < deadline) {
-        p.events = POLLIN | (sent < total ? POLLOUT : 0);
-        if (poll(&p, 1, 1000) <= 0) continue;
-        if (p.revents & POLLOUT) {
-            size_t len = sizeof line - at;
-            ssize_t k = send(fd, line + at, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (k > 0) {
-                sent += (size_t)k;
-                at = (at + (size_t)k) % sizeof line;
-            }
-        }
-        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-            if (k == 0) break;
-            if (k > 0) back += (size_t)k;
-        }
-    }
-    close(fd);
-    return back >= total ? 0 : -1;
-}
-
 // After the flood: a newline ends the partial line, and "ok <i>" must come back on its own line.
 static int flood_answers(int fd, long i) {
     set_nonblocking(fd, 0);
@@ -883,7 +920,7 @@ void scenario_lineflood(result_t *r) {
                           "--receive-buffer-count", "64", NULL};
     run_t run;
     if (start(&run, r, args, NULL) != 0) return;
-    int warmed = warm_receive_buffers(run.s.port, (size_t)(2 * buffer_count * buffer_size)) == 0;
+    int warmed = warm_all_loops(run.s.port, 1, (size_t)(2 * buffer_count * buffer_size)) == 0;
     check(r, warmed, "a warm-up pushed %ld MiB of lines through every receive buffer", 2 * buffer_count * buffer_size >> 20);
     stats_t st;
     server_wait_open(&run.s, 0, 10, &st);
@@ -894,11 +931,15 @@ void scenario_lineflood(result_t *r) {
     check(r, connected == n && accepted, "%ld flooding connections established and accepted%s%s", n,
           error[0] ? ": " : "", error);
     sleep_ms(200);
+    // The baseline for memory has the buffers warm and the connections open (what is measured is
+    // what flooding adds); the one for descriptors stays the one from before they were opened.
+    long cold_rss = run.base_rss, base_fds = run.base_fds;
     rebase(&run);
-    long base_heap = st.heap_in_use;
+    run.base_fds = base_fds;
+    long base_heap = run.base_heap;
     proc_reset_peak(run.s.pid);
-    fig(r, "server baseline (buffers warm, connections open)", "RSS %.1f MiB, heap %.1f MiB", mib(run.base_rss),
-        (double)base_heap / 1048576.0);
+    fig(r, "server RSS at start / buffers warm and connections open", "%.1f / %.1f MiB (heap %.1f MiB)", mib(cold_rss),
+        mib(run.base_rss), (double)base_heap / 1048576.0);
 
     flood_t f = {.fds = fds, .n = n, .duration = seconds};
     pthread_t id;
@@ -929,6 +970,8 @@ void scenario_lineflood(result_t *r) {
     double bound = (double)(limit + buffer_size);
     fig(r, "server peak RSS over the baseline", "%.1f MiB: %.1f KiB per connection", mib(peak_rss - run.base_rss),
         per_rss / 1024.0);
+    fig(r, "server peak RSS over the start", "%.1f MiB, the receive buffers included: %.1f KiB per connection",
+        mib(peak_rss - cold_rss), (double)(peak_rss - cold_rss) / (double)n);
     fig(r, "server peak heap over the baseline", "%.1f MiB: %.1f KiB per connection",
         (double)(peak_heap - base_heap) / 1048576.0, per_heap / 1024.0);
     fig(r, "bound per connection", "limit %ld KiB + one receive buffer %ld KiB = %.0f KiB", limit / 1024,
@@ -954,6 +997,32 @@ void scenario_cqoverflow(result_t *r) {
     double seconds = dur(10, 3);
     // 2 submission entries: a 16-entry completion queue. No receive limit, so every re-armed
     // receive was ended by the kernel (a full completion queue, or no buffer).
+    // The same load on a default ring first: re-arms there come from other causes than an
+    // overflowing completion queue, so the small ring's must be far more.
+    long control_rearms = -1;
+    double control_mib = 0;
+    {
+        const char *control[] = {"--mode", "echo", "--loops", "1", "--multishot-receive-limit", "0", "--backlog",
+                                 "4096", NULL};
+        run_t run;
+        if (start(&run, r, control, NULL) != 0) return;
+        int *fds = malloc((size_t)n * sizeof *fds);
+        char error[256] = "";
+        long connected = connect_many(run.s.port, n, fds, n, 60, error, sizeof error);
+        stats_t st;
+        server_wait_open(&run.s, connected, 30, &st);
+        stats_t before = st;
+        sconn_t *conns = make_conns(fds, n, 0);
+        engine_t e = {.message = 16384, .window = 65536, .duration_s = seconds / 3, .threads = 2};
+        engine_run(&e, conns, n);
+        if (server_stats(&run.s, &st) == 0) control_rearms = st.receive_rearms - before.receive_rearms;
+        control_mib = (double)e.bytes_verified / 1048576.0;
+        close_all(fds, n);
+        char why[256];
+        server_stop(&run.s, 10, why, sizeof why);
+        free(conns);
+        free(fds);
+    }
     const char *args[] = {"--mode", "echo", "--loops", "1", "--ring-entries", "2", "--multishot-receive-limit", "0",
                           "--backlog", "4096", NULL};
     run_t run;
@@ -981,9 +1050,15 @@ void scenario_cqoverflow(result_t *r) {
     fig(r, "server: completions / io_uring_enter calls", "%ld / %ld (%.1f per call)", completions, enters,
         enters ? (double)completions / (double)enters : 0);
     fig(r, "server: receives re-armed / of them after ENOBUFS", "%ld / %ld", rearms, exhaustions);
-    check(r, rearms > exhaustions,
-          "multishot receives ended by the kernel without F_MORE were re-armed (%ld re-arms, %ld after ENOBUFS)", rearms,
-          exhaustions);
+    double mib_verified = (double)e.bytes_verified / 1048576.0;
+    double per_mib = mib_verified > 0 ? (double)rearms / mib_verified : 0;
+    double control_per_mib = control_mib > 0 ? (double)control_rearms / control_mib : 0;
+    fig(r, "re-arms per MiB: this ring / a 256-entry ring", "%.2f / %.2f (%ld re-arms over %.0f MiB there)", per_mib,
+        control_per_mib, control_rearms, control_mib);
+    check(r, rearms > exhaustions && per_mib > 10 * control_per_mib,
+          "multishot receives ended by the kernel without F_MORE were re-armed (%ld re-arms, %ld after ENOBUFS; "
+          "%.2f per MiB against %.2f on the default ring)",
+          rearms, exhaustions, per_mib, control_per_mib);
     summary(r, "%ld connections on a 16-entry CQ: %.0f MiB verified, %ld re-arms", n,
             (double)e.bytes_verified / 1048576.0, rearms);
     close_all(fds, n);
