@@ -45,6 +45,8 @@ static void usage(FILE *out) {
             "  --cycles N         override the number of connect/echo/close cycles\n"
             "  --loops N          server event loops where a scenario does not fix them (default 2)\n"
             "  --server PATH      the soak-server executable (default: next to this one)\n"
+            "  --server-env N=V   set an environment variable for every server (repeatable), e.g.\n"
+            "                     URINGSTREAMS_RECEIVE_BUFFER_COUNT=4; flags a scenario passes win\n"
             "  --log-dir DIR      where each scenario's server log goes (default /tmp)\n"
             "  --markdown         print the results as Markdown (docs/reliability.md)\n"
             "  --verbose          print figures as they are measured\n"
@@ -124,7 +126,7 @@ int main(int argc, char **argv) {
         {"cycles", required_argument, 0, 'n'},   {"loops", required_argument, 0, 'l'},
         {"server", required_argument, 0, 'S'},   {"log-dir", required_argument, 0, 'L'},
         {"markdown", no_argument, 0, 'm'},       {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
+        {"server-env", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *list = NULL;
     int c;
@@ -140,6 +142,12 @@ int main(int argc, char **argv) {
         case 'L': opt.log_dir = optarg; break;
         case 'm': opt.markdown = 1; break;
         case 'v': opt.verbose = 1; break;
+        case 'E': {
+            int k = 0;
+            while (opt.server_env[k]) k++;
+            if (k < 15) opt.server_env[k] = optarg;
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -20,6 +20,7 @@ typedef struct {
     long connections;         // overrides a scenario's connection count when > 0
     double duration;          // overrides a scenario's duration (seconds) when > 0
     long cycles;              // overrides the cycle count when > 0
+    const char *server_env[16];  // NAME=value for every server (--server-env), NULL-terminated
 } options_t;
 
 extern options_t opt;

@@ -443,6 +443,7 @@ int server_start(server_t *s, const char *scenario, const char *const *args, con
     FILE *log = fopen(s->log_path, "w");
     if (log) {
         fprintf(log, "#");
+        for (int i = 0; opt.server_env[i]; i++) fprintf(log, " %s", opt.server_env[i]);
         for (int i = 0; env && env[i]; i++) fprintf(log, " %s", env[i]);
         for (int i = 0; i < argc; i++) fprintf(log, " %s", argv[i]);
         fprintf(log, "\n");
@@ -460,6 +461,7 @@ int server_start(server_t *s, const char *scenario, const char *const *args, con
         // Nothing else of ours (or of whatever started us) goes to the server: its descriptor
         // count is part of what is measured.
         close_range(3, ~0u, 0);
+        for (int i = 0; opt.server_env[i]; i++) putenv((char *)opt.server_env[i]);
         for (int i = 0; env && env[i]; i++) putenv((char *)env[i]);
         execv(argv[0], (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
