@@ -50,6 +50,10 @@ SEEDS = {
     "tiny-chunks": limit(32) + bytes([15, 3, 1, 2, 0]) * 40 + bytes([READEXACTLY, 100, READUNTIL, 0]) + b"\x00",
     "slices": limit(32) + bytes([FEED_SHAPED, 40, 0x1C]) + bytes(range(40)) + bytes([READEXACTLY, 30, READ_ALL, EOF]),
     "read-all-waits": limit(4) + bytes([READ_ALL]) + raw(b"0123456789") + bytes([FEED_RUN, 80, 0x32, EOF]),
+    # 70 chunk records of 512 bytes, consumed 3 KiB at a time: the queue drops its consumed
+    # records (head > 64), then searches across what is left.
+    "many-chunks": bytes([5]) + bytes([FEED_RUN, 63, 0x02]) * 70 + raw(b"b") + bytes([READEXACTLY, 251]) * 11
+    + bytes([READUNTIL, 0x04]) + b"b" + bytes([READ, 100, EOF, READ_ALL]),
     "big-limit": bytes([5]) + bytes([FEED_RUN, 100, 0x12, READLINE, READEXACTLY, 255, EOF]),
 }
 
