@@ -193,6 +193,11 @@ void engine_run(engine_t *e, sconn_t *conns, long n) {
     if (threads > n) threads = (int)(n > 0 ? n : 1);
     if (e->drain_timeout_s <= 0) e->drain_timeout_s = 15;
     if (e->stall_timeout_s <= 0) e->stall_timeout_s = 10;
+    // SOAK_STALL_SECONDS: how long a connection may get nothing back before it counts as stalled
+    // (to tell a starved connection from a slow one).
+    const char *stall = getenv("SOAK_STALL_SECONDS");
+    if (stall && atof(stall) > 0) e->stall_timeout_s = atof(stall);
+    if (e->drain_timeout_s < e->stall_timeout_s + 5) e->drain_timeout_s = e->stall_timeout_s + 5;
     worker_t *workers = calloc((size_t)threads, sizeof *workers);
     pthread_t *ids = calloc((size_t)threads, sizeof *ids);
     long per = n / threads, extra = n % threads, at = 0;

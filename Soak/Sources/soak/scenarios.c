@@ -1134,12 +1134,20 @@ void scenario_cqoverflow(result_t *r) {
 void scenario_enobufs(result_t *r) {
     long n = count(64, 32);
     double seconds = dur(10, 3);
-    // 8 receive buffers of 4 KiB for the loop, and handlers that sleep 1 ms before every write.
+    // 8 receive buffers of 4 KiB for the loop (SOAK_ENOBUFS_BUFFERS=COUNTxSIZE to try others), and
+    // handlers that sleep 1 ms before every write.
+    char count_arg[16] = "8", size_arg[16] = "4096";
+    const char *buffers = getenv("SOAK_ENOBUFS_BUFFERS");
+    if (buffers && strchr(buffers, 'x')) {
+        snprintf(count_arg, sizeof count_arg, "%ld", atol(buffers));
+        snprintf(size_arg, sizeof size_arg, "%ld", atol(strchr(buffers, 'x') + 1));
+    }
     const char *args[] = {"--mode", "slow", "--loops", "1", "--slow-delay", "1000", "--read-size", "4096",
-                          "--receive-buffer-count", "8", "--receive-buffer-size", "4096", NULL};
+                          "--receive-buffer-count", count_arg, "--receive-buffer-size", size_arg, NULL};
     run_t run;
     if (start(&run, r, args, NULL) != 0) return;
-    fig(r, "server", "slow consumers (1 ms sleep before each 4 KiB write); 8 receive buffers of 4 KiB");
+    fig(r, "server", "slow consumers (1 ms sleep before each 4 KiB read's write); %s receive buffers of %s bytes",
+        count_arg, size_arg);
     int *fds = malloc((size_t)n * sizeof *fds);
     char error[256] = "";
     long connected = connect_many(run.s.port, n, fds, 256, 30, error, sizeof error);
