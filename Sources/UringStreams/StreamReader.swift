@@ -19,6 +19,10 @@ public final class StreamReader: Sendable {
         /// Counts feeds, EOF and errors, so a read that found nothing can tell whether anything
         /// arrived before its wait began.
         var changes = 0
+        /// What the waiting read needs from a feed; a feed that cannot help it does not wake it.
+        var wakeNeed = WakeNeed.anyData
+        /// Feeds that woke a waiting read, for tests of the wake-up policy.
+        var feedWakeups = 0
         var paused = false
         /// Strong: a weak reference would give every transport a side table and slow down each
         /// of its retains. The cycle through the transport's delegate ends when the connection is
@@ -89,7 +93,9 @@ public final class StreamReader: Sendable {
                 state.paused = true
                 transport.pauseReading()
             }
-            return (state.waiters.takeAll(), copied, state.transport)
+            let wake = !state.waiters.isEmpty && state.wakeNeed.isMet(by: bytes, buffered: state.buffer.count)
+            if wake { state.feedWakeups &+= 1 }
+            return (wake ? state.waiters.takeAll() : .none, copied, state.transport)
         }
         if copied > 0, let transport { transport.loop.recordCopiedOnReceive(copied) }
         waiter.resume()
@@ -130,6 +136,12 @@ public final class StreamReader: Sendable {
         state.withLock { ($0.buffer.count, $0.buffer.memoryCost) }
     }
 
+    /// Whether a read is waiting, and how many feeds have woken one, for tests of the wake-up
+    /// policy.
+    package var waitingRead: (isWaiting: Bool, feedWakeups: Int) {
+        state.withLock { (!$0.waiters.isEmpty, $0.feedWakeups) }
+    }
+
     // MARK: Reading
 
     /// Reads up to `n` bytes; with `n < 0`, reads until the end of the stream.
@@ -151,11 +163,11 @@ public final class StreamReader: Sendable {
         }
         if n < 0 {
             // Waits for EOF without consuming, so a cancelled read(-1) leaves every byte in place.
-            return try await perform { state, copied in
+            return try await perform(wakingOn: .eof) { state, copied in
                 state.eof ? state.buffer.take(state.buffer.count, copied: &copied) : nil
             }
         }
-        return try await perform { state, copied in
+        return try await perform(wakingOn: .anyData) { state, copied in
             guard !state.buffer.isEmpty || state.eof else { return nil }
             // Up to n bytes, as asyncio, but never a copy of received data: what lies beyond the
             // first received chunk is left for the next read (it may split a message anywhere, as
@@ -174,7 +186,7 @@ public final class StreamReader: Sendable {
     /// Corresponds to asyncio `await reader.readline()`.
     nonisolated(nonsending) public func readLine() async throws -> Bytes {
         var scan = SeparatorScan(Self.newline)
-        return try await perform { state, copied in
+        return try await perform(wakingOn: .separator(ending: UInt8(ascii: "\n"), orAbove: limit)) { state, copied in
             do {
                 return try scan.attempt(&state, limit: limit, copied: &copied)
             } catch let error as IncompleteReadError {
@@ -225,7 +237,9 @@ public final class StreamReader: Sendable {
             throw StreamError.invalidArgument("Separator should be at least one-byte string")
         }
         var scan = SeparatorScan(sorted)
-        return try await perform { state, copied in try scan.attempt(&state, limit: limit, copied: &copied) }
+        return try await perform(wakingOn: scan.wakeNeed(limit: limit)) { state, copied in
+            try scan.attempt(&state, limit: limit, copied: &copied)
+        }
     }
 
     /// Reads exactly `n` bytes.
@@ -240,7 +254,7 @@ public final class StreamReader: Sendable {
             try checkException()
             return Bytes()
         }
-        return try await perform { state, copied in
+        return try await perform(wakingOn: .count(n)) { state, copied in
             if state.buffer.count >= n { return state.buffer.take(n, copied: &copied) }
             guard state.eof else { return nil }
             let partial = state.buffer.take(state.buffer.count, copied: &copied)
@@ -257,10 +271,11 @@ public final class StreamReader: Sendable {
     /// Runs one read: `attempt` (under the lock, after the stored error is checked) returns the
     /// result, throws, or returns nil to wait for more data, after which it runs again. Checking
     /// and taking happen under one lock, and only one read may wait at a time: a read that would
-    /// start while another waits throws ``StreamError/readInProgress``.
-    nonisolated(nonsending) private func perform(_ attempt: (inout State, inout Int) throws -> Bytes?) async throws
-        -> Bytes
-    {
+    /// start while another waits throws ``StreamError/readInProgress``. Feeds wake the read only
+    /// once `need` is met (EOF and errors always do).
+    nonisolated(nonsending) private func perform(
+        wakingOn need: WakeNeed, _ attempt: (inout State, inout Int) throws -> Bytes?
+    ) async throws -> Bytes {
         var copied = 0
         defer { recordCopies(copied) }
         var seen = 0
@@ -268,6 +283,7 @@ public final class StreamReader: Sendable {
             if state.reading { throw StreamError.readInProgress }
             if let result = try attemptChecked(&state, &copied, attempt) { return result }
             state.reading = true
+            state.wakeNeed = need
             seen = state.changes
             Self.resume(&state)
             return nil
@@ -366,6 +382,14 @@ private struct SeparatorScan {
     let shortest: Int
     let longest: Int
     var offset = 0
+
+    /// What a feed must bring to wake this scan: a byte that ends a separator, or enough to
+    /// overrun the limit. Several different last bytes: any data (rare; kept simple).
+    func wakeNeed(limit: Int) -> StreamReader.WakeNeed {
+        let last = separators[0].last!
+        guard separators.allSatisfy({ $0.last == last }) else { return .anyData }
+        return .separator(ending: last, orAbove: limit)
+    }
 
     /// `separators` sorted shortest first, none empty.
     init(_ separators: [[UInt8]]) {

@@ -36,6 +36,45 @@ struct HostileInputTests {
         }
     }
 
+    /// A slow-loris peer trickling a line: the waiting readLine wakes for the byte that ends it,
+    /// not for each byte before (a task switch per byte would let a crowd of such peers load the
+    /// loop that much). Data past the limit and EOF still wake it.
+    @Test func aTricklingLineWakesItsReadOnlyWhenItEnds() async throws {
+        try await withDeadline(30) {
+            let reader = try StreamReader(limit: 64)
+            let line = Task { try await reader.readLine() }
+            while !reader.waitingRead.isWaiting { await Task.yield() }
+            for _ in 0..<32 { reader.feedData([UInt8(ascii: "a")]) }
+            #expect(reader.waitingRead.feedWakeups == 0)
+            reader.feedData(utf8("b\nc"))
+            #expect(try await line.value.count == 34)
+            #expect(reader.waitingRead.feedWakeups == 1)
+
+            // Past the limit without a newline: woken to throw, the line dropped.
+            let overrun = Task { try await reader.readLine() }
+            while !reader.waitingRead.isWaiting { await Task.yield() }
+            // "c" is left from before: 63 bytes buffered are within the limit.
+            reader.feedData([UInt8](repeating: 0x61, count: 62))
+            #expect(reader.waitingRead.feedWakeups == 1)
+            reader.feedData([UInt8](repeating: 0x61, count: 2))
+            await #expect(throws: LimitOverrunError.self) { try await overrun.value }
+
+            // readExactly wakes once enough arrived; EOF wakes any read.
+            let exact = Task { try await reader.readExactly(10) }
+            while !reader.waitingRead.isWaiting { await Task.yield() }
+            let before = reader.waitingRead.feedWakeups
+            for _ in 0..<9 { reader.feedData([UInt8(ascii: "x")]) }
+            #expect(reader.waitingRead.feedWakeups == before)
+            reader.feedData([UInt8(ascii: "x")])
+            #expect(try await exact.value.count == 10)
+            let rest = Task { try await reader.read() }
+            while !reader.waitingRead.isWaiting { await Task.yield() }
+            reader.feedData(utf8("tail"))
+            reader.feedEOF()
+            #expect(try await rest.value.count == 4)
+        }
+    }
+
     /// 200,000 one-byte chunks cost little more than their bytes: the records of tiny chunks
     /// must not multiply the memory flow control bounds.
     @Test func tinyChunksCostLittleMoreThanTheirBytes() async throws {

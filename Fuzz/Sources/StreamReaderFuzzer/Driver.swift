@@ -93,7 +93,7 @@ struct Driver {
             if model.eof && !data.isEmpty { return }
             feed(data, style)
             model.feed(data)
-            if !data.isEmpty { wake() }
+            if !data.isEmpty, let waiting = pending, wakes(waiting.operation, fed: data) { wake() }
             if !deferRun { runQueue() }
         case .feedEOF(let deferRun):
             reader.feedEOF()
@@ -138,7 +138,27 @@ struct Driver {
         }
     }
 
-    /// A feed, EOF or error resumes a waiting read (it attempts again when it runs).
+    /// Whether feeding `data` (now in the model) wakes a read waiting for `operation`: the reader
+    /// wakes a read only for a feed that can complete it (or make it throw), unlike asyncio, which
+    /// wakes it for every feed. A feed split into slices wakes it when any slice would; each
+    /// condition below holds for the whole data exactly when it holds for one of its slices.
+    private func wakes(_ operation: ReadOperation, fed data: [UInt8]) -> Bool {
+        func separatorEnd(_ separators: [[UInt8]]) -> Bool {
+            let last = separators[0].last!
+            // Separators ending in different bytes: any data wakes the read.
+            guard separators.allSatisfy({ $0.last == last }) else { return true }
+            return model.count > model.limit || data.contains(last)
+        }
+        switch operation {
+        case .read(let n): return n >= 0
+        case .readExactly(let n): return model.count >= n
+        case .readLine, .nextLine: return separatorEnd([[UInt8(ascii: "\n")]])
+        case .readUntil(let separators, _): return separatorEnd(separators)
+        }
+    }
+
+    /// A feed that meets the waiting read's need, EOF or an error resumes it (it attempts again
+    /// when it runs).
     private mutating func wake() {
         if pending?.state == .waiting { pending?.state = .woken }
     }

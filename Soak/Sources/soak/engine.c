@@ -23,6 +23,7 @@ typedef struct {
     uint8_t *buf;
     hist_t rtt;
     uint64_t messages, bytes_sent, bytes_verified, mismatches, failures, stalls;
+    uint64_t longest_silence;
     char first_error[256];
 } worker_t;
 
@@ -80,7 +81,10 @@ static void do_send(worker_t *w, sconn_t *c) {
             fail(w, c, "send: %s", strerror(errno));
             return;
         }
-        if (w->e->window == 0 && c->sent == c->verified) c->t_send = w->now;
+        if (w->e->window == 0 && c->sent == c->verified) {
+            c->t_send = w->now;
+            c->last_progress = w->now;  // silence counts from the request, not the last reply
+        }
         c->sent += (uint64_t)k;
         w->bytes_sent += (uint64_t)k;
     }
@@ -114,6 +118,7 @@ static void do_recv(worker_t *w, sconn_t *c) {
         }
         c->verified += (uint64_t)k;
         w->bytes_verified += (uint64_t)k;
+        if (w->now - c->last_progress > w->longest_silence) w->longest_silence = w->now - c->last_progress;
         c->last_progress = w->now;
         if (w->e->window == 0 && c->verified == c->sent) {
             c->messages++;
@@ -165,6 +170,7 @@ static void *worker_main(void *arg) {
                 sconn_t *c = &w->conns[i];
                 if (c->failed || c->sent == c->verified) continue;
                 outstanding = 1;
+                if (w->now - c->last_progress > w->longest_silence) w->longest_silence = w->now - c->last_progress;
                 if (w->now - c->last_progress > stall_ns) {
                     w->stalls++;
                     fail(w, c, "stalled: %llu bytes out, none back for %.1f s",
@@ -193,6 +199,11 @@ void engine_run(engine_t *e, sconn_t *conns, long n) {
     if (threads > n) threads = (int)(n > 0 ? n : 1);
     if (e->drain_timeout_s <= 0) e->drain_timeout_s = 15;
     if (e->stall_timeout_s <= 0) e->stall_timeout_s = 10;
+    // SOAK_STALL_SECONDS: how long a connection may get nothing back before it counts as stalled
+    // (to tell a starved connection from a slow one).
+    const char *stall = getenv("SOAK_STALL_SECONDS");
+    if (stall && atof(stall) > 0) e->stall_timeout_s = atof(stall);
+    if (e->drain_timeout_s < e->stall_timeout_s + 5) e->drain_timeout_s = e->stall_timeout_s + 5;
     worker_t *workers = calloc((size_t)threads, sizeof *workers);
     pthread_t *ids = calloc((size_t)threads, sizeof *ids);
     long per = n / threads, extra = n % threads, at = 0;
@@ -208,6 +219,7 @@ void engine_run(engine_t *e, sconn_t *conns, long n) {
     }
     memset(&e->rtt, 0, sizeof e->rtt);
     e->messages = e->bytes_sent = e->bytes_verified = e->mismatches = e->failures = e->stalls = 0;
+    e->longest_silence_ns = 0;
     e->first_error[0] = 0;
     for (int t = 0; t < threads; t++) {
         pthread_join(ids[t], NULL);
@@ -219,6 +231,7 @@ void engine_run(engine_t *e, sconn_t *conns, long n) {
         e->mismatches += w->mismatches;
         e->failures += w->failures;
         e->stalls += w->stalls;
+        if (w->longest_silence > e->longest_silence_ns) e->longest_silence_ns = w->longest_silence;
         if (!e->first_error[0] && w->first_error[0]) snprintf(e->first_error, sizeof e->first_error, "%s", w->first_error);
         free(w->buf);
     }

@@ -39,7 +39,8 @@ static void usage(FILE *out) {
             "  --scenarios LIST   comma-separated, in the order to run (default: all):\n");
     for (int i = 0; i < SCENARIOS; i++) fprintf(out, "                       %-12s %s\n", scenarios[i].name, scenarios[i].title);
     fprintf(out,
-            "  --quick            the short variant of each scenario (fewer connections, seconds)\n"
+            "  --quick            the short variant of each scenario (fewer connections, seconds);\n"
+            "                     latency ratios are reported, not checked\n"
             "  --connections N    override each scenario's connection count\n"
             "  --duration S       override each scenario's duration in seconds\n"
             "  --cycles N         override the number of connect/echo/close cycles\n"

@@ -113,6 +113,7 @@ static void engine_figures(result_t *r, engine_t *e, long n) {
             (double)e->bytes_verified / 1048576.0, e->elapsed_s, (double)e->bytes_verified / 1048576.0 / e->elapsed_s,
             (double)e->min_verified / 1024.0);
     }
+    fig(r, "longest wait of a connection for its echo", "%.2f s", (double)e->longest_silence_ns / 1e9);
     check(r, e->failures == 0 && e->mismatches == 0,
           "every byte came back in order on every one of %ld connections (failed %llu, mismatched %llu, stalled %llu)%s%s",
           n, (unsigned long long)e->failures, (unsigned long long)e->mismatches, (unsigned long long)e->stalls,
@@ -894,7 +895,12 @@ void scenario_slowloris(result_t *r) {
           100.0 * (double)cr.bytes / target);
     check(r, pp.errors == 0, "every ping-pong line came back intact%s%s", pp.error[0] ? ": " : "", pp.error);
     double ratio = p99a > 0 ? (double)p99c / (double)p99a : 0;
-    check(r, ratio <= 2.0, "ping-pong p99 beside the crowd within 2x of its baseline (%.2fx)", ratio);
+    // A latency ratio is a measurement, not a correctness check: the quick form (CI, beside other
+    // work) is too short and too noisy for it, so there it is reported only.
+    if (opt.quick)
+        fig(r, "ping-pong p99 beside the crowd / its baseline", "%.2fx (checked only in the full run)", ratio);
+    else
+        check(r, ratio <= 2.0, "ping-pong p99 beside the crowd within 2x of its baseline (%.2fx)", ratio);
     summary(r, "%ld trickling; ping-pong p99 %.0f us vs %.0f us with the crowd quiet (%.2fx)", n, p99c / 1e3,
             p99a / 1e3, ratio);
     finish(&run, r);
@@ -1131,15 +1137,19 @@ void scenario_cqoverflow(result_t *r) {
 
 // ---- 7. ENOBUFS with slow consumers ----
 
-void scenario_enobufs(result_t *r) {
-    long n = count(64, 32);
-    double seconds = dur(10, 3);
-    // 8 receive buffers of 4 KiB for the loop, and handlers that sleep 1 ms before every write.
+typedef struct {
+    engine_t e;
+    long exhaustions;
+    double cpu;
+} enobufs_run_t;
+
+// One server with few receive buffers and slow consumers, n connections streaming at it.
+static int enobufs_phase(result_t *r, long n, double seconds, const char *count_arg, const char *size_arg,
+                         enobufs_run_t *out) {
     const char *args[] = {"--mode", "slow", "--loops", "1", "--slow-delay", "1000", "--read-size", "4096",
-                          "--receive-buffer-count", "8", "--receive-buffer-size", "4096", NULL};
+                          "--receive-buffer-count", count_arg, "--receive-buffer-size", size_arg, NULL};
     run_t run;
-    if (start(&run, r, args, NULL) != 0) return;
-    fig(r, "server", "slow consumers (1 ms sleep before each 4 KiB write); 8 receive buffers of 4 KiB");
+    if (start(&run, r, args, NULL) != 0) return -1;
     int *fds = malloc((size_t)n * sizeof *fds);
     char error[256] = "";
     long connected = connect_many(run.s.port, n, fds, 256, 30, error, sizeof error);
@@ -1148,26 +1158,65 @@ void scenario_enobufs(result_t *r) {
     check(r, connected == n && accepted, "%ld connections established and accepted%s%s", n, error[0] ? ": " : "", error);
     stats_t before = st;
     sconn_t *conns = make_conns(fds, n, 0);
-    engine_t e = {.message = 16384, .window = 262144, .duration_s = seconds, .threads = 2, .drain_timeout_s = 30};
+    out->e = (engine_t){.message = 16384, .window = 262144, .duration_s = seconds, .threads = 2, .drain_timeout_s = 30};
     double cpu0 = proc_cpu_seconds(run.s.pid);
-    engine_run(&e, conns, n);
-    double cpu = proc_cpu_seconds(run.s.pid) - cpu0;
-    engine_figures(r, &e, n);
-    fig(r, "server CPU", "%.0f %% of one core", 100.0 * cpu / e.elapsed_s);
-    check(r, e.min_verified > 0, "every connection made progress");
+    engine_run(&out->e, conns, n);
+    out->cpu = proc_cpu_seconds(run.s.pid) - cpu0;
     server_stats(&run.s, &st);
-    long exhaustions = st.buffer_exhaustions - before.buffer_exhaustions;
-    fig(r, "server: receives that found no buffer (ENOBUFS)", "%ld (%.1f per 4 KiB received); %ld receives re-armed",
-        exhaustions, (double)exhaustions / ((double)(st.bytes_received - before.bytes_received) / 4096.0),
+    out->exhaustions = st.buffer_exhaustions - before.buffer_exhaustions;
+    if (out->e.window && out->e.failures == 0) {
+        fig(r, "server: bytes copied out of scarce buffers", "%.1f MiB of %.1f MiB received",
+            (double)(st.copied_on_receive - before.copied_on_receive) / 1048576.0,
+            (double)(st.bytes_received - before.bytes_received) / 1048576.0);
+    }
+    fig(r, n > 64 ? "many waiters: server ENOBUFS / re-arms" : "server: receives that found no buffer (ENOBUFS)",
+        "%ld (%.1f per 4 KiB received); %ld receives re-armed", out->exhaustions,
+        (double)out->exhaustions / ((double)(st.bytes_received - before.bytes_received) / 4096.0 + 1e-9),
         st.receive_rearms - before.receive_rearms);
-    fig(r, "server: bytes copied out of scarce buffers", "%.1f MiB of %.1f MiB received",
-        (double)(st.copied_on_receive - before.copied_on_receive) / 1048576.0,
-        (double)(st.bytes_received - before.bytes_received) / 1048576.0);
-    check(r, exhaustions > 0, "the buffer ring ran dry (%ld ENOBUFS)", exhaustions);
-    summary(r, "%ld slow consumers: %.1f MiB verified in order, %ld ENOBUFS", n, (double)e.bytes_verified / 1048576.0,
-            exhaustions);
     close_all(fds, n);
     finish(&run, r);
     free(conns);
     free(fds);
+    return 0;
+}
+
+void scenario_enobufs(result_t *r) {
+    long n = count(64, 32);
+    double seconds = dur(10, 3);
+    // 8 receive buffers of 4 KiB for the loop (SOAK_ENOBUFS_BUFFERS=COUNTxSIZE to try others), and
+    // handlers that sleep 1 ms before every write.
+    char count_arg[16] = "8", size_arg[16] = "4096";
+    const char *buffers = getenv("SOAK_ENOBUFS_BUFFERS");
+    if (buffers && strchr(buffers, 'x')) {
+        snprintf(count_arg, sizeof count_arg, "%ld", atol(buffers));
+        snprintf(size_arg, sizeof size_arg, "%ld", atol(strchr(buffers, 'x') + 1));
+    }
+    fig(r, "server", "slow consumers (1 ms sleep before each 4 KiB read's write); %s receive buffers of %s bytes",
+        count_arg, size_arg);
+    enobufs_run_t a;
+    if (enobufs_phase(r, n, seconds, count_arg, size_arg, &a) != 0) return;
+    engine_figures(r, &a.e, n);
+    fig(r, "server CPU", "%.0f %% of one core", 100.0 * a.cpu / a.e.elapsed_s);
+    check(r, a.e.min_verified > 0, "every connection made progress");
+    check(r, a.exhaustions > 0, "the buffer ring ran dry (%ld ENOBUFS)", a.exhaustions);
+
+    // Then 16 connections per buffer: each must still get its turn.
+    long many = 16 * atol(count_arg);
+    enobufs_run_t b;
+    if (enobufs_phase(r, many, seconds, count_arg, size_arg, &b) != 0) return;
+    fig(r, "many waiters: connections", "%ld, 16 per receive buffer", many);
+    fig(r, "many waiters: verified", "%.1f MiB in %.1f s; the least served connection %.1f KiB",
+        (double)b.e.bytes_verified / 1048576.0, b.e.elapsed_s, (double)b.e.min_verified / 1024.0);
+    fig(r, "many waiters: longest wait of a connection for its echo", "%.2f s", (double)b.e.longest_silence_ns / 1e9);
+    fig(r, "many waiters: server CPU", "%.0f %% of one core", 100.0 * b.cpu / b.e.elapsed_s);
+    check(r, b.e.mismatches == 0, "many waiters: nothing lost or reordered (%llu mismatches)",
+          (unsigned long long)b.e.mismatches);
+    // Served fairly, each connection gets about 1/128 of the loop: its 256 KiB window comes back
+    // in a fraction of a second. Two seconds is far beyond that.
+    check(r, b.e.longest_silence_ns <= 2000000000ull && b.e.stalls == 0,
+          "many waiters: no connection waited more than 2 s for its echo (longest %.1f s; %llu of %ld stalled 10 s)%s%s",
+          (double)b.e.longest_silence_ns / 1e9, (unsigned long long)b.e.stalls, many,
+          b.e.first_error[0] ? ": " : "", b.e.first_error);
+    summary(r, "%ld slow consumers: %.1f MiB in order, %ld ENOBUFS; %ld waiters: %llu starved >= 10 s", n,
+            (double)a.e.bytes_verified / 1048576.0, a.exhaustions, many, (unsigned long long)b.e.stalls);
 }

@@ -154,6 +154,7 @@ typedef struct {
     hist_t rtt;  // ping-pong only (ns)
     uint64_t messages, bytes_sent, bytes_verified, mismatches, failures, stalls;
     uint64_t min_verified, min_messages;
+    uint64_t longest_silence_ns;  // the longest a connection with bytes out waited for any back
     double elapsed_s;
     char first_error[256];
 } engine_t;

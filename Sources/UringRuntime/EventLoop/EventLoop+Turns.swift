@@ -31,7 +31,13 @@ extension EventLoop {
 
         var sleep = local.isEmpty && endOfTurn.isEmpty
         if sleep {
-            if bufferPool.hasOutstanding, bufferPool.recycle() > 0 { resumeBufferWaiters() }
+            if bufferPool.hasOutstanding, bufferPool.recycle() > 0 {
+                resumeBufferWaiters()
+            } else if !buffersWanted.isEmpty, bufferPool.available > 0 {
+                // Free buffers and waiters, with nothing left to recycle: no later recycle would
+                // wake them.
+                resumeBufferWaiters()
+            }
             sleep = local.isEmpty && endOfTurn.isEmpty
         }
         if sleep {

@@ -67,7 +67,8 @@ public final class EventLoop: @unchecked Sendable {
     private(set) var isStopping = false
     /// Set once the loop left its run loop for good (written before `inbox.stopped`).
     private var hasStopped = false
-    var buffersWanted: [any EndOfTurnWork] = []
+    var buffersWanted = BufferWaiters()
+    private var buffersWantedScratch: [any EndOfTurnWork] = []
     private let messageScratch = MessageScratch()
     private var scratchWanted: [any EndOfTurnWork] = []
     var counters = Statistics()
@@ -263,7 +264,8 @@ public final class EventLoop: @unchecked Sendable {
         endOfTurn.append(work)
     }
 
-    /// Calls `work` back once receive buffers are free again.
+    /// Calls `work` back once receive buffers are free again, after the receives that waited
+    /// before it.
     func waitForReceiveBuffers(_ work: any EndOfTurnWork) {
         buffersWanted.append(work)
     }
@@ -431,11 +433,14 @@ public final class EventLoop: @unchecked Sendable {
         scratchWanted.removeAll(keepingCapacity: true)
     }
 
+    /// Re-arms the receives that waited longest, one per free buffer: more would end in ENOBUFS
+    /// again and lose their place.
     func resumeBufferWaiters() {
         guard !buffersWanted.isEmpty else { return }
-        let waiting = buffersWanted
-        buffersWanted.removeAll(keepingCapacity: true)
-        for work in waiting { work.endOfTurn() }
+        buffersWantedScratch.removeAll(keepingCapacity: true)
+        buffersWanted.takeFront(max(1, bufferPool.available), into: &buffersWantedScratch)
+        for work in buffersWantedScratch { work.endOfTurn() }
+        buffersWantedScratch.removeAll(keepingCapacity: true)
     }
 
     // MARK: Completions

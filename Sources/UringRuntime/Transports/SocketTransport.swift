@@ -497,8 +497,9 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             loop.counters.bufferExhaustions += 1
             if !completion.hasMore {
                 // Buffers may already be back (recycled between the kernel's miss and now): then
-                // re-arm this turn; otherwise wait for a recycle rather than spin on ENOBUFS.
-                if loop.bufferPool.available > 0 {
+                // re-arm this turn, unless others wait for them first; otherwise wait for a
+                // recycle rather than spin on ENOBUFS.
+                if loop.bufferPool.available > 0, loop.buffersWanted.isEmpty {
                     loop.runAtEndOfTurn(ReceiveRearm(self))
                 } else {
                     loop.waitForReceiveBuffers(ReceiveRearm(self))
