@@ -53,7 +53,12 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
     private let state = Locked(State())
 
     // Loop-thread state.
-    private var upper: (any StreamProtocol)?
+    private var upper: (any StreamProtocol)? {
+        didSet { bufferedUpper = upper as? any BufferedStreamProtocol }
+    }
+    /// `upper` when it reads in place: it gets ``BufferedStreamProtocol/bytesReceived(_:)``, as
+    /// over a socket.
+    private var bufferedUpper: (any BufferedStreamProtocol)?
     private var madeUpper = false
 
     /// Ciphertext or plaintext taken from OpenSSL at once; a TLS record carries at most 16 KiB.
@@ -100,6 +105,7 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
         self.inner = inner
         self.context = context
         self.upper = upper
+        bufferedUpper = upper as? any BufferedStreamProtocol
         if configuration.role == .client {
             self.serverHostname = serverHostname
             SSL_set_connect_state(ssl)
@@ -457,6 +463,8 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
 
     public var isClosing: Bool { state.withLock { $0.closing } || inner.isClosing }
 
+    private var closeRequested: Bool { state.withLock { $0.closing } }
+
     /// The peer ended its side (close_notify or end of file); under the lock. The first of them
     /// is the end of the stream: close_notify followed by the socket's end of file tells the
     /// protocol above once.
@@ -536,8 +544,17 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
             }
             waiters.resume()
         }
-        for bytes in outcome.plaintext { upper?.dataReceived(bytes) }
-        if outcome.endOfStream {
+        // Once close() was asked for, the protocol above hears nothing more but its loss: asyncio's
+        // SSL transport reads only to find the peer's close_notify then.
+        for bytes in outcome.plaintext {
+            if closeRequested { break }
+            if let bufferedUpper {
+                bytes.withUnsafeBytes { bufferedUpper.bytesReceived($0) }
+            } else {
+                upper?.dataReceived(bytes)
+            }
+        }
+        if outcome.endOfStream, !closeRequested {
             // The protocol decides, as over a socket; asyncio always closes here (its SSL has no
             // half-close), UringStreams keeps the write half when asked: TLS 1.3 allows it.
             if upper?.eofReceived() != true { close() }

@@ -418,7 +418,12 @@ final class RecordingProtocol: StreamProtocol, Sendable {
         }
     }
 
+    /// The transport `connectionMade` gave, to write from the test.
+    var transport: (any Transport)? { madeTransport.value }
+    private let madeTransport = Locked<(any Transport)?>(nil)
+
     func connectionMade(_ transport: any Transport) {
+        madeTransport.set(transport)
         state.update { $0.loop = transport.loop }
         note(.made, allowedIn: [.initial], then: .connected)
     }
