@@ -22,7 +22,7 @@
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Returns: The server.
-/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:startServing:on:clientConnected:)``.
+/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
 ///
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, host, port, ...)`.
 public func createServer(
