@@ -116,7 +116,7 @@ struct TimeoutTests {
     @Test func anIdleConnectionIsAbortedAndItsHandlerSeesTimedOut() async throws {
         try await withDeadline {
             let handlerError = HandlerError()
-            let server = try await startServer(host: "127.0.0.1", port: 0, idleTimeout: .milliseconds(200)) {
+            let server = try await startServer(host: "127.0.0.1", port: 0, idleTimeout: .seconds(1)) {
                 reader, writer in
                 do {
                     while true {
@@ -131,19 +131,23 @@ struct TimeoutTests {
             let port = try #require(server.addresses.first).port
             let peer = try await onThread { try RawSocket.connectTCP(port: port) }
             defer { RawSocket.close(peer) }
-            // Activity every 100 ms keeps it open past the timeout...
+            // Activity every 100 ms keeps it open past the timeout (with room for a loaded machine's
+            // stalls between two pings)...
             let started = ContinuousClock.now
-            for _ in 0..<5 {
+            var lastEcho = started
+            for _ in 0..<12 {
                 try RawSocket.writeAll(peer, utf8("ping\n"))
                 let echoed = try await onThread { try RawSocket.readExactly(peer, count: 5) }
+                lastEcho = .now
                 #expect(text(echoed) == "ping\n")
                 try await settle(100)
             }
-            #expect(ContinuousClock.now - started > .milliseconds(400))
-            // ...then silence ends it: the peer sees the connection go, the handler timedOut.
+            #expect(ContinuousClock.now - started > .seconds(1))
+            // ...then silence ends it, no sooner than the timeout after the last echo: the peer
+            // sees the connection go, the handler timedOut.
             #expect(try await onThread { try connectionEnds(peer) })
-            let elapsed = ContinuousClock.now - started
-            #expect(elapsed < .seconds(5))
+            let quiet = ContinuousClock.now - lastEcho
+            #expect(quiet >= .milliseconds(900) && quiet < .seconds(5))
             #expect(try await eventually { handlerError.value.withLock { $0 } == .timedOut })
             server.close()
             await server.waitClosed()
