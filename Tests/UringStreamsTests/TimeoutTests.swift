@@ -170,9 +170,30 @@ struct TimeoutTests {
         }
     }
 
+    @Test func aProtocolServersIdleConnectionIsLostWithTimedOut() async throws {
+        try await withDeadline {
+            let recording = RecordingProtocol()
+            let server = try await createServer(host: "127.0.0.1", port: 0, idleTimeout: .milliseconds(100)) {
+                recording
+            }
+            let port = try #require(server.addresses.first).port
+            let peer = try await onThread { try RawSocket.connectTCP(port: port) }
+            defer { RawSocket.close(peer) }
+            #expect(try await onThread { try connectionEnds(peer) })
+            try await recording.waitUntilLost()
+            #expect(recording.lostError as? StreamError == .timedOut)
+            #expect(recording.violations.isEmpty)
+            server.close()
+            await server.waitClosed()
+        }
+    }
+
     @Test func aNonPositiveIdleTimeoutIsRejected() async throws {
         await #expect(throws: StreamError.invalidArgument("idleTimeout must be positive")) {
             _ = try await startServer(host: "127.0.0.1", port: 0, idleTimeout: .zero) { _, _ in }
+        }
+        await #expect(throws: StreamError.invalidArgument("idleTimeout must be positive")) {
+            _ = try await createServer(host: "127.0.0.1", port: 0, idleTimeout: .seconds(-1)) { RecordingProtocol() }
         }
     }
 
