@@ -1,12 +1,19 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
+// 6.2 is the oldest toolchain that builds the package: it uses `Span` and `@_lifetime` (the
+// `Lifetimes` experimental feature) and `nonisolated(nonsending)`, all new in Swift 6.2. An older
+// toolchain stops here with SwiftPM's "requires a minimum Swift tools version of 6.2".
+//
+// Linux only: io_uring (Linux 6.0 or newer). Elsewhere (macOS) the build stops at once with one
+// message saying so; a cross-platform package depends on UringStreams with
+// `condition: .when(platforms: [.linux])` (see the README).
 import PackageDescription
 
 // Layers, each a target depending only on the one below:
-// CURing (C shim over liburing) -> UringRing (one io_uring) ->
+// CLiburing (the system's liburing) -> CURing (C shim over liburing) -> UringRing (one io_uring) ->
 // UringRuntime (event loop executor, sockets, buffers, transports and protocols) -> UringTLS (TLS
 // as a transport layer over a socket's transport; CTLS, the C shim over OpenSSL, is used by it
-// alone) -> UringStreams (asyncio's streams API and the functions that make connections and
-// servers).
+// alone, over the system's OpenSSL, COpenSSL) -> UringStreams (asyncio's streams API and the
+// functions that make connections and servers).
 let strictSwift: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -15,10 +22,11 @@ let strictSwift: [SwiftSetting] = [
 ]
 
 /// An executable under Sources/Examples/<name> using the streams API and ArgumentParser.
-func example(_ name: String) -> Target {
+func example(_ name: String, _ dependencies: [Target.Dependency] = []) -> Target {
     .executableTarget(
         name: name,
-        dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+        dependencies: ["UringStreams", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            + dependencies,
         path: "Sources/Examples/\(name)", swiftSettings: strictSwift)
 }
 
@@ -31,30 +39,31 @@ let package = Package(
         .executable(name: "tcp-echo-server", targets: ["tcp-echo-server"]),
         .executable(name: "http-headers", targets: ["http-headers"]),
         .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
-        .executable(name: "loopback-bench", targets: ["loopback-bench"]),
         .executable(name: "tls-echo-server", targets: ["tls-echo-server"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `swift package generate-documentation --target UringStreams` (the DocC catalog is
+        // Sources/UringStreams/UringStreams.docc); a plugin, so nothing of it is linked.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
-        .target(
-            name: "CURing",
-            linkerSettings: [.linkedLibrary("uring")]
-        ),
+        // The system's liburing and OpenSSL, through pkg-config: when one is missing SwiftPM says
+        // which Debian package to install.
+        .systemLibrary(name: "CLiburing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "CURing", dependencies: ["CLiburing"]),
         .target(name: "UringRing", dependencies: ["CURing"], swiftSettings: strictSwift),
         .target(name: "UringRuntime", dependencies: ["UringRing"], swiftSettings: strictSwift),
-        .target(
-            name: "CTLS",
-            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
-        ),
+        .target(name: "CTLS", dependencies: ["COpenSSL"]),
         .target(name: "UringTLS", dependencies: ["UringRuntime", "CTLS"], swiftSettings: strictSwift),
         .target(name: "UringStreams", dependencies: ["UringRuntime", "UringTLS"], swiftSettings: strictSwift),
-        example("tcp-echo-client"),
-        example("tcp-echo-server"),
+        // Python's repr() for the examples that print as the asyncio ones do; no product exports it.
+        .target(name: "PythonRepr", swiftSettings: strictSwift),
+        example("tcp-echo-client", ["PythonRepr"]),
+        example("tcp-echo-server", ["PythonRepr"]),
         example("http-headers"),
         example("socketpair-wait"),
-        example("loopback-bench"),
         example("tls-echo-server"),
         .testTarget(
             name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),

@@ -1,4 +1,5 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
+// 6.2 as the library it measures (ordo-one/benchmark itself needs 6.1 or newer).
 import PackageDescription
 
 // Benchmarks live in their own package so the library's build and tests stay light:
@@ -21,7 +22,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         // What the comparison harness (Benchmarks/compare) measures for UringStreams.
-        .executable(name: "echo-bench-server", targets: ["echo-bench-server"])
+        .executable(name: "echo-bench-server", targets: ["echo-bench-server"]),
+        // A Swift-only echo load test in one process: `swift run -c release loopback-bench` here.
+        .executable(name: "loopback-bench", targets: ["loopback-bench"]),
     ],
     dependencies: [
         // Named: a path dependency is otherwise known by its folder name, which differs per checkout.
@@ -32,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // TLS for that peer in the TLS scenarios (BoringSSL inside; never a library dependency).
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // loopback-bench's latency percentiles (also what ordo-one/benchmark records with).
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         benchmarkTarget("ReaderFraming"),
@@ -43,6 +48,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Servers/echo-bench-server",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "loopback-bench",
+            dependencies: [
+                .product(name: "UringStreams", package: "UringStreams"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Tools/loopback-bench",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(

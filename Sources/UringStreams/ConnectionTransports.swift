@@ -33,8 +33,9 @@ struct ConnectionTransports {
         let made = ConnectionTransports(socket: socket, tls: layer)
         prepare(made.top)
         if let slot {
-            slot.register(made.top)
-            socket.onClose(slot.closed)
+            slot.register(made.top, socket: socket)
+            // Unowned: the socket calls back on its own close, so it is alive then.
+            socket.onClose { [unowned socket] in slot.closed(socket) }
         }
         if let layer {
             socket.start(protocol: layer)

@@ -18,23 +18,29 @@
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s.
+///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
+///     the default: never); its protocol hears `connectionLost` with ``StreamError/timedOut``.
+///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Returns: The server.
-/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:startServing:on:clientConnected:)``.
+/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
 ///
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, host, port, ...)`.
 public func createServer(
     host: String?, port: Int, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
-    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
+    startServing: Bool = true,
     on group: EventLoopGroup? = nil, protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
+    try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         host: host, port: port, family: family, backlog: backlog, reuseAddress: reuseAddress, reusePort: reusePort,
-        startServing: startServing, group: group, starter: .protocols(tls: tls, factory: protocolFactory))
+        startServing: startServing, group: group,
+        starter: .protocols(tls: tls, factory: protocolFactory, idleTimeout: idleTimeout))
 }
 
 /// Serves an already bound socket (listening or not) with protocol objects, taking ownership of
@@ -47,22 +53,27 @@ public func createServer(
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s.
+///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
+///     the default: never); its protocol hears `connectionLost` with ``StreamError/timedOut``.
+///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
 ///   - startServing: Whether to accept at once.
 ///   - group: The loops connections live on.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad TLS argument or a descriptor that is
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad idle timeout, TLS argument or a descriptor that is
 ///   not a stream socket.
 ///
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, sock=sock, ...)`.
 public func createServer(
     fileDescriptor: Int32, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil, startServing: Bool = true,
+    on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
+    try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group,
-        starter: .protocols(tls: tls, factory: protocolFactory))
+        starter: .protocols(tls: tls, factory: protocolFactory, idleTimeout: idleTimeout))
 }
 
 /// Starts a Unix socket server at `path` whose connections are served by protocol objects; a
@@ -75,29 +86,36 @@ public func createServer(
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s.
+///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
+///     the default: never); its protocol hears `connectionLost` with ``StreamError/timedOut``.
+///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
 ///   - startServing: Whether to accept at once.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad path or TLS argument; a bind error.
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad path, idle timeout or TLS argument; a bind error.
 ///
 /// Corresponds to asyncio `await loop.create_unix_server(protocol_factory, path)`.
 public func createUnixServer(
     path: String, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil, startServing: Bool = true,
+    on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
+    try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         unixPath: path, backlog: backlog, startServing: startServing, group: group,
-        starter: .protocols(tls: tls, factory: protocolFactory))
+        starter: .protocols(tls: tls, factory: protocolFactory, idleTimeout: idleTimeout))
 }
 
 extension ConnectionStarter {
     /// The protocol API's server: a protocol from `factory` per connection, on its loop. Over
     /// TLS a timer bounds the handshake (the connection aborts when it passes); the protocol hears
     /// nothing of a connection whose handshake failed, as in asyncio.
-    static func protocols(tls: TLSRequest?, factory: @escaping @Sendable () -> any StreamProtocol) -> Self {
-        ConnectionStarter { fd, loop, slot in
+    static func protocols(
+        tls: TLSRequest?, factory: @escaping @Sendable () -> any StreamProtocol, idleTimeout: Duration? = nil
+    ) -> Self {
+        ConnectionStarter(idleTimeout: idleTimeout) { fd, loop, slot in
             let made: ConnectionTransports
             do {
                 made = try ConnectionTransports.start(

@@ -43,6 +43,8 @@ public final class Server: Sendable {
     private let starter: ConnectionStarter
     private let unixSocket: (path: String, inode: UInt)?
     private let state = Locked(State())
+    /// Per connection loop, when the starter has an idle timeout.
+    private let idleSweeps: [ObjectIdentifier: IdleSweep]
 
     init(
         descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], backlog: Int,
@@ -55,6 +57,13 @@ public final class Server: Sendable {
         self.backlog = backlog
         self.unixSocket = unixSocket
         self.starter = starter
+        var sweeps: [ObjectIdentifier: IdleSweep] = [:]
+        if let timeout = starter.idleTimeout {
+            for loop in connectionLoops + [listenerLoop] {
+                sweeps[ObjectIdentifier(loop)] = IdleSweep(loop: loop, timeout: timeout)
+            }
+        }
+        idleSweeps = sweeps
     }
 
     /// Starts accepting connections; does nothing when already serving.
@@ -229,7 +238,7 @@ public final class Server: Sendable {
             state.nextConnection += 1
             return state.nextConnection
         }
-        starter.start(fd, loop, ConnectionSlot(server: self, id: id))
+        starter.start(fd, loop, ConnectionSlot(server: self, id: id, idle: idleSweeps[ObjectIdentifier(loop)]))
     }
 
     /// A connection's top transport, known before it can close.
@@ -259,20 +268,35 @@ public final class Server: Sendable {
 /// socket has closed.
 struct ConnectionStarter: Sendable {
     let start: @Sendable (_ fileDescriptor: Int32, _ loop: EventLoop, _ slot: ConnectionSlot) -> Void
+    /// Connections with no receive or send completion for this long are aborted (``IdleSweep``).
+    let idleTimeout: Duration?
+
+    init(
+        idleTimeout: Duration? = nil,
+        start: @escaping @Sendable (_ fileDescriptor: Int32, _ loop: EventLoop, _ slot: ConnectionSlot) -> Void
+    ) {
+        self.idleTimeout = idleTimeout
+        self.start = start
+    }
 }
 
 /// One accepted connection's place in its server's count; on the connection's loop.
 struct ConnectionSlot: Sendable {
     fileprivate let server: Server
     fileprivate let id: Int
+    /// The server's idle sweep on the connection's loop, when it has an idle timeout.
+    fileprivate let idle: IdleSweep?
 
-    /// Call before the transports start: from then on the server counts the connection.
-    func register(_ transport: any Transport) {
+    /// Call before the transports start: from then on the server counts the connection (and its
+    /// idle timeout watches `socket`).
+    func register(_ transport: any Transport, socket: SocketTransport) {
         server.connectionRegistered(id, transport)
+        idle?.watch(socket)
     }
 
     /// The connection's socket has closed.
-    func closed() {
+    func closed(_ socket: SocketTransport) {
+        idle?.forget(socket)
         server.connectionClosed(id)
     }
 }

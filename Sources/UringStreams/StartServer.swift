@@ -17,11 +17,16 @@ internal import Glibc
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
+///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
+///     the default: never); its reader and writer then throw ``StreamError/timedOut``. Checked by
+///     a sweep on each loop every quarter of the timeout, so a connection ends between 1 and 1.25
+///     times the timeout after its last activity. asyncio has no such option (SwiftNIO's
+///     `IdleStateHandler`, Vapor's `idleTimeout`).
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Returns: The server.
-/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, port, family or TLS argument
+/// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, port, family, idle timeout or TLS argument
 ///   (including certificate or key files that cannot be loaded); the resolver's error for an
 ///   unknown host; a bind error naming the address (`EADDRINUSE` as
 ///   ``StreamError/system(errno:operation:)``).
@@ -30,16 +35,18 @@ internal import Glibc
 public func startServer(
     host: String?, port: Int, limit: Int = 65_536, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
-    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
+    startServing: Bool = true,
     on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
+    try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         host: host, port: port, family: family, backlog: backlog, reuseAddress: reuseAddress, reusePort: reusePort,
         startServing: startServing, group: group,
-        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
+        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected, idleTimeout: idleTimeout))
 }
 
 /// Serves an already bound socket (listening or not), taking ownership of it.
@@ -52,6 +59,11 @@ public func startServer(
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
+///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
+///     the default: never); its reader and writer then throw ``StreamError/timedOut``. Checked by
+///     a sweep on each loop every quarter of the timeout, so a connection ends between 1 and 1.25
+///     times the timeout after its last activity. asyncio has no such option (SwiftNIO's
+///     `IdleStateHandler`, Vapor's `idleTimeout`).
 ///   - startServing: Whether to accept at once.
 ///   - group: The loops connections live on.
 ///   - clientConnected: Runs as a task on the connection's loop.
@@ -61,15 +73,17 @@ public func startServer(
 /// Corresponds to asyncio `await asyncio.start_server(client_connected_cb, sock=sock, ssl=...)`.
 public func startServer(
     fileDescriptor: Int32, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
-    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
+    startServing: Bool = true,
     on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
+    try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group,
-        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
+        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected, idleTimeout: idleTimeout))
 }
 
 /// Starts a Unix socket server at `path`; a stale socket file there is removed first.
@@ -78,10 +92,15 @@ public func startServer(
 ///   - path: The socket's path; a leading NUL names the abstract namespace.
 ///   - limit: Each reader's buffer limit; must be positive.
 ///   - backlog: The listen backlog.
-///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:startServing:on:clientConnected:)``.
+///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
+///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
+///     the default: never); its reader and writer then throw ``StreamError/timedOut``. Checked by
+///     a sweep on each loop every quarter of the timeout, so a connection ends between 1 and 1.25
+///     times the timeout after its last activity. asyncio has no such option (SwiftNIO's
+///     `IdleStateHandler`, Vapor's `idleTimeout`).
 ///   - startServing: Whether to accept at once.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
@@ -91,14 +110,22 @@ public func startServer(
 /// Corresponds to asyncio `await asyncio.start_unix_server(client_connected_cb, path)`.
 public func startUnixServer(
     path: String, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
-    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
+    tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
+    startServing: Bool = true,
     on group: EventLoopGroup? = nil, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
+    try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         unixPath: path, backlog: backlog, startServing: startServing, group: group,
-        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected))
+        starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected, idleTimeout: idleTimeout))
+}
+
+func validate(idleTimeout: Duration?) throws {
+    if let idleTimeout, idleTimeout <= .zero {
+        throw StreamError.invalidArgument("idleTimeout must be positive")
+    }
 }
 
 /// A server's TLS arguments, checked; the configuration must be a server's.

@@ -55,8 +55,10 @@ extension ConnectionStarter {
     /// The streams' server: a reader and writer per connection, and `clientConnected` as a task on
     /// its loop once a TLS handshake (if any) has finished; a failed handshake closes the
     /// connection without it, as in asyncio.
-    static func streams(limit: Int, tls: TLSRequest?, clientConnected: @escaping Server.ClientConnected) -> Self {
-        ConnectionStarter { fd, loop, slot in
+    static func streams(
+        limit: Int, tls: TLSRequest?, clientConnected: @escaping Server.ClientConnected, idleTimeout: Duration? = nil
+    ) -> Self {
+        ConnectionStarter(idleTimeout: idleTimeout) { fd, loop, slot in
             let streams: (StreamReader, StreamWriter)
             do {
                 streams = try makeStreams(loop: loop, fileDescriptor: fd, limit: limit, tls: tls, slot: slot)

@@ -8,6 +8,11 @@
 #ifndef CTLS_H
 #define CTLS_H
 
+// The one message a build on another platform (macOS) gets, before any missing Linux header.
+#if !defined(__linux__)
+#error "UringStreams needs Linux (io_uring); on other platforms depend on it with condition: .when(platforms: [.linux]) - see the README"
+#endif
+
 // OpenSSL's headers pull in these system headers; including them first makes them resolve to the
 // Swift Glibc module's copies rather than to a second copy owned by this module.
 #include <stddef.h>

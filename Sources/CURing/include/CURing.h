@@ -6,6 +6,11 @@
 #ifndef CURING_H
 #define CURING_H
 
+// The one message a build on another platform (macOS) gets, before any missing Linux header.
+#if !defined(__linux__)
+#error "UringStreams needs Linux (io_uring); on other platforms depend on it with condition: .when(platforms: [.linux]) - see the README"
+#endif
+
 // liburing.h defines _XOPEN_SOURCE and _GNU_SOURCE before including system headers, which would
 // give this module its own copy of e.g. fd_set that clashes with Swift's Glibc module on a clean
 // build. Including those headers first makes them resolve to the Glibc module's copies.

@@ -1,5 +1,4 @@
-// Shared by tcp-echo-client and loopback-bench (which links to this file),
-// so the round trip the benchmark prints is exactly the example's.
+import PythonRepr
 import UringStreams
 
 /// asyncio's `tcp_echo_client(message)` from the streams documentation,

@@ -10,6 +10,7 @@
 // SIGINT and SIGTERM close the server and the process exits with status 0.
 import ArgumentParser
 import Dispatch
+import PythonRepr
 import UringStreams
 
 #if canImport(Glibc)

@@ -98,6 +98,9 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     /// What the protocol was last told: pauseWriting (true) or resumeWriting (false).
     private var ownerToldPaused = false
     private var closeCallback: (() -> Void)?
+    /// Counts receive and send completions, so a server's idle sweep (which compares it between
+    /// two sweeps) sees traffic without a clock read or a timer per message; loop-thread state.
+    package private(set) var activity: UInt64 = 0
     /// Zero-copy sends are worth trying on this connection (a remote peer, the loop allows them,
     /// and the kernel has not reported copying or refused them here).
     private var zeroCopyEligible: Bool
@@ -258,6 +261,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
 
     /// A zero-copy send's result (its ``ZeroCopySend`` keeps the memory until the notification).
     func zeroCopySendCompleted(_ completion: Completion) {
+        activity &+= 1
         let result = completion.result
         if result == -EOPNOTSUPP || result == -EINVAL {
             // Unix sockets do not support zero-copy sends (EOPNOTSUPP), a 6.1 kernel not the usage
@@ -528,6 +532,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     }
 
     package override func complete(_ completion: Completion, tag: UInt64) {
+        activity &+= 1
         switch tag {
         case Tag.receive: receiveCompleted(completion)
         case Tag.send: sendCompleted(completion.result)

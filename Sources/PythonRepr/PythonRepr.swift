@@ -1,5 +1,5 @@
-// Shared by tcp-echo-client, tcp-echo-server and loopback-bench: the other
-// targets hold a symbolic link to this file, so there is one copy of the code.
+// A target of its own, used by the tcp-echo-client and tcp-echo-server examples (no product
+// exports it, so the library's users never see it).
 
 /// Python's `repr()` of a `str`: the asyncio examples print messages with
 /// `{message!r}`, and our output has to match theirs character for character.
@@ -7,7 +7,7 @@
 /// Python quotes with `'` unless the text contains `'` and no `"`, escapes
 /// the backslash, the chosen quote, `\n`, `\r` and `\t`, and writes every
 /// other non-printable scalar as `\xhh`, `\uhhhh` or `\Uhhhhhhhh`.
-func pythonRepr(_ text: String) -> String {
+public func pythonRepr(_ text: String) -> String {
     let quote: Unicode.Scalar = text.contains("'") && !text.contains("\"") ? "\"" : "'"
     var result = String(quote)
     for scalar in text.unicodeScalars {

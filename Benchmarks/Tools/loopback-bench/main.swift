@@ -1,8 +1,9 @@
 // Starts a UringStreams echo server in this process on 127.0.0.1 (a free
-// port), runs the tcp-echo-client example's round trip against it, then
-// measures ping-pong echo: each connection keeps one message in flight,
-// checks every echo byte for byte, and records its round-trip time.
+// port), checks one round trip against it, then measures ping-pong echo: each
+// connection keeps one message in flight, checks every echo byte for byte, and
+// records its round-trip time in an HdrHistogram.
 import ArgumentParser
+import Histogram
 import UringStreams
 
 #if canImport(Glibc)
@@ -44,7 +45,7 @@ struct LoopbackBenchCommand: AsyncParsableCommand {
         }
 
         print("Echo round trip with the in-process server on \(address.host) port \(address.port):")
-        try await tcpEchoClient(host: address.host, port: address.port, message: "Hello World!")
+        try await checkRoundTrip(host: address.host, port: address.port, message: "Hello World!")
 
         print()
         print("Ping-pong echo: \(size)-byte messages, one in flight per connection, every echo verified;")
@@ -62,6 +63,26 @@ struct LoopbackBenchCommand: AsyncParsableCommand {
         server.close()
         await server.waitClosed()
     }
+}
+
+/// One message there and back, as the tcp-echo-client example does it.
+func checkRoundTrip(host: String, port: Int, message: String) async throws {
+    let (reader, writer) = try await openConnection(host: host, port: port)
+    writer.write(message)
+    try await writer.drain()
+    let echoed = String(decoding: try await reader.readExactly(message.utf8.count), as: UTF8.self)
+    guard echoed == message else { throw BenchFailure("the echo of \(message) came back as \(echoed)") }
+    print("Sent and received: \(message)")
+    writer.close()
+    try await writer.waitClosed()
+}
+
+/// Round-trip times in nanoseconds, to three significant digits (HdrHistogram: recording is an
+/// array increment, so the measuring loop allocates nothing however long it runs), up to a minute.
+typealias LatencyHistogram = Histogram<UInt64>
+
+func makeLatencyHistogram() -> LatencyHistogram {
+    Histogram(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
 }
 
 /// The server side: echo whatever arrives until the client closes.
@@ -87,7 +108,7 @@ struct LoopbackBenchCommand: AsyncParsableCommand {
 struct LoadResult {
     var connections: Int
     var seconds: Double
-    var latencies = LatencyHistogram()
+    var latencies = makeLatencyHistogram()
     var enterCallsPerRequest: Double = 0
 
     static let tableHeader = [
@@ -98,12 +119,12 @@ struct LoadResult {
         let microseconds = { (nanoseconds: UInt64) in formatted(Double(nanoseconds) / 1_000, decimals: 1) }
         return [
             "\(connections)",
-            "\(latencies.count)",
-            formatted(Double(latencies.count) / seconds, decimals: 0),
-            microseconds(latencies.percentile(0.5)),
-            microseconds(latencies.percentile(0.99)),
-            microseconds(latencies.percentile(0.999)),
-            microseconds(latencies.maximum),
+            "\(latencies.totalCount)",
+            formatted(Double(latencies.totalCount) / seconds, decimals: 0),
+            microseconds(latencies.valueAtPercentile(50)),
+            microseconds(latencies.valueAtPercentile(99)),
+            microseconds(latencies.valueAtPercentile(99.9)),
+            microseconds(latencies.max),
             formatted(enterCallsPerRequest, decimals: 2),
         ].map { rightAligned($0, width: 12) }.joined()
     }
@@ -131,11 +152,11 @@ func runLoad(host: String, port: Int, connections: Int, size: Int, warmup: Doubl
         await sleepUntil(monotonicNanoseconds: measureStart)
         enterCallsAtStart = Double(group.statistics.enterCalls)
         for try await latencies in tasks {
-            result.latencies.merge(latencies)
+            result.latencies.add(latencies)
         }
     }
     let enterCalls = Double(group.statistics.enterCalls) - enterCallsAtStart
-    result.enterCallsPerRequest = result.latencies.count > 0 ? enterCalls / Double(result.latencies.count) : 0
+    result.enterCallsPerRequest = result.latencies.totalCount > 0 ? enterCalls / Double(result.latencies.totalCount) : 0
     return result
 }
 
@@ -152,7 +173,7 @@ func pingPong(host: String, port: Int, size: Int, connection: Int, window: PingP
     // A pattern of its own per connection, and a sequence number in each
     // message, so an echo from the wrong connection or an old message fails.
     var message = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ connection) }
-    var latencies = LatencyHistogram()
+    var latencies = makeLatencyHistogram()
     var sequence: UInt64 = 0
 
     while true {

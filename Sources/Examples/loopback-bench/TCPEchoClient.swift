@@ -1,1 +1,0 @@
-../tcp-echo-client/TCPEchoClient.swift
