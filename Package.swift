@@ -27,6 +27,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "UringStreams", targets: ["UringStreams"]),
+        // Opt-in bridges, each its own product so the core depends on neither swift-metrics nor
+        // swift-service-lifecycle.
+        .library(name: "UringStreamsMetrics", targets: ["UringStreamsMetrics"]),
+        .library(name: "UringStreamsServiceLifecycle", targets: ["UringStreamsServiceLifecycle"]),
         .executable(name: "tcp-echo-client", targets: ["tcp-echo-client"]),
         .executable(name: "tcp-echo-server", targets: ["tcp-echo-server"]),
         .executable(name: "http-headers", targets: ["http-headers"]),
@@ -35,7 +39,10 @@ let package = Package(
         .executable(name: "tls-echo-server", targets: ["tls-echo-server"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .target(
@@ -43,13 +50,23 @@ let package = Package(
             linkerSettings: [.linkedLibrary("uring")]
         ),
         .target(name: "UringRing", dependencies: ["CURing"], swiftSettings: strictSwift),
-        .target(name: "UringRuntime", dependencies: ["UringRing"], swiftSettings: strictSwift),
+        .target(
+            name: "UringRuntime", dependencies: ["UringRing", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift),
         .target(
             name: "CTLS",
             linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
         .target(name: "UringTLS", dependencies: ["UringRuntime", "CTLS"], swiftSettings: strictSwift),
         .target(name: "UringStreams", dependencies: ["UringRuntime", "UringTLS"], swiftSettings: strictSwift),
+        .target(
+            name: "UringStreamsMetrics",
+            dependencies: ["UringStreams", .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: strictSwift),
+        .target(
+            name: "UringStreamsServiceLifecycle",
+            dependencies: ["UringStreams", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            swiftSettings: strictSwift),
         example("tcp-echo-client"),
         example("tcp-echo-server"),
         example("http-headers"),
@@ -60,5 +77,13 @@ let package = Package(
             name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
         .testTarget(
             name: "UringStreamsTests", dependencies: ["UringStreams", "UringRuntime"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "UringStreamsEcosystemTests",
+            dependencies: [
+                "UringStreams", "UringStreamsMetrics", "UringStreamsServiceLifecycle",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift),
     ]
 )

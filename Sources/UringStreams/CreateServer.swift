@@ -1,3 +1,5 @@
+import Logging
+
 /// Starts a TCP server whose connections are served by protocol objects, one per connection.
 ///
 /// For every accepted connection `protocolFactory` makes a protocol on the connection's loop, which
@@ -19,22 +21,24 @@
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s.
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Returns: The server.
-/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:startServing:on:clientConnected:)``.
+/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:startServing:logger:on:clientConnected:)``.
 ///
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, host, port, ...)`.
 public func createServer(
     host: String?, port: Int, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
-    on group: EventLoopGroup? = nil, protocolFactory: @escaping @Sendable () -> any StreamProtocol
+    logger: Logger? = nil, on group: EventLoopGroup? = nil, protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         host: host, port: port, family: family, backlog: backlog, reuseAddress: reuseAddress, reusePort: reusePort,
-        startServing: startServing, group: group, starter: .protocols(tls: tls, factory: protocolFactory))
+        startServing: startServing, group: group, logger: logger, starter: .protocols(tls: tls, factory: protocolFactory))
 }
 
 /// Serves an already bound socket (listening or not) with protocol objects, taking ownership of
@@ -48,6 +52,8 @@ public func createServer(
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s.
 ///   - startServing: Whether to accept at once.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad TLS argument or a descriptor that is
@@ -56,12 +62,12 @@ public func createServer(
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, sock=sock, ...)`.
 public func createServer(
     fileDescriptor: Int32, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil, on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
-        fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group,
+        fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group, logger: logger,
         starter: .protocols(tls: tls, factory: protocolFactory))
 }
 
@@ -76,6 +82,8 @@ public func createServer(
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s.
 ///   - startServing: Whether to accept at once.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad path or TLS argument; a bind error.
@@ -83,12 +91,12 @@ public func createServer(
 /// Corresponds to asyncio `await loop.create_unix_server(protocol_factory, path)`.
 public func createUnixServer(
     path: String, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, on group: EventLoopGroup? = nil,
+    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil, on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
-        unixPath: path, backlog: backlog, startServing: startServing, group: group,
+        unixPath: path, backlog: backlog, startServing: startServing, group: group, logger: logger,
         starter: .protocols(tls: tls, factory: protocolFactory))
 }
 
@@ -108,7 +116,13 @@ extension ConnectionStarter {
                 return
             }
             guard let layer = made.tls, let timeout = tls?.handshakeTimeout else { return }
-            Task(executorPreference: loop) { try? await layer.waitForHandshake(timeout: timeout) }
+            Task(executorPreference: loop) {
+                do {
+                    try await layer.waitForHandshake(timeout: timeout)
+                } catch {
+                    slot.handshakeFailed(error)
+                }
+            }
         }
     }
 }
