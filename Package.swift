@@ -40,7 +40,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
@@ -74,9 +74,13 @@ let package = Package(
         example("loopback-bench"),
         example("tls-echo-server"),
         .testTarget(
-            name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
+            name: "UringRuntimeTests",
+            dependencies: ["UringRuntime", "UringRing", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift),
         .testTarget(
-            name: "UringStreamsTests", dependencies: ["UringStreams", "UringRuntime"], swiftSettings: strictSwift),
+            name: "UringStreamsTests",
+            dependencies: ["UringStreams", "UringRuntime", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift),
         .testTarget(
             name: "UringStreamsEcosystemTests",
             dependencies: [

@@ -169,8 +169,20 @@ public final class Server: Sendable {
             state.servingForever = true
         }
         defer { state.withLock { $0.servingForever = false } }
-        try await startServing()
+        // Collecting before listening: every connection a client can make once the server listens
+        // gets its handler here.
         state.withLock { $0.collectingHandlers = true }
+        do {
+            try await startServing()
+        } catch {
+            let stray = state.withLock { state in
+                state.collectingHandlers = false
+                defer { state.pendingHandlers = [] }
+                return state.pendingHandlers
+            }
+            for handler in stray { Task(executorPreference: handler.loop) { await handler.body() } }
+            throw error
+        }
         var cancelled = false
         await withDiscardingTaskGroup { group in
             while true {

@@ -45,26 +45,32 @@ extension EventLoop {
 
         /// The defaults, with any environment overrides applied.
         public init() {
-            if let count = environment("URINGSTREAMS_RECEIVE_BUFFER_COUNT", "a power of two in 1...32768", {
+            self.init(environment: { name in getenv(name).map { String(cString: $0) } })
+        }
+
+        /// The defaults with the overrides `environment` gives (a variable's value by name), so
+        /// tests need not change the process's environment under other threads.
+        init(environment: (String) -> String?) {
+            if let count = read(environment, "URINGSTREAMS_RECEIVE_BUFFER_COUNT", "a power of two in 1...32768", {
                 $0 > 0 && $0 <= 32768 && $0 & ($0 - 1) == 0
             }) {
                 receiveBufferCount = count
             }
-            if let size = environment("URINGSTREAMS_RECEIVE_BUFFER_SIZE", "512...16777216", {
+            if let size = read(environment, "URINGSTREAMS_RECEIVE_BUFFER_SIZE", "512...16777216", {
                 $0 >= 512 && $0 <= 1 << 24
             }) {
                 receiveBufferSize = size
             }
-            if let flag = environment("URINGSTREAMS_INCREMENTAL_BUFFERS") { incrementalReceiveBuffers = flag != 0 }
-            if let flag = environment("URINGSTREAMS_RECEIVE_BUNDLES") { receiveBundles = flag != 0 }
-            if let threshold = environment("URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD") {
+            if let flag = read(environment, "URINGSTREAMS_INCREMENTAL_BUFFERS") { incrementalReceiveBuffers = flag != 0 }
+            if let flag = read(environment, "URINGSTREAMS_RECEIVE_BUNDLES") { receiveBundles = flag != 0 }
+            if let threshold = read(environment, "URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD") {
                 zeroCopySendThreshold = threshold > 0 ? threshold : nil
             }
-            if let flag = environment("URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
-            if let entries = environment("URINGSTREAMS_RING_ENTRIES", "1...32768", { $0 > 0 && $0 <= 32768 }) {
+            if let flag = read(environment, "URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
+            if let entries = read(environment, "URINGSTREAMS_RING_ENTRIES", "1...32768", { $0 > 0 && $0 <= 32768 }) {
                 ringEntries = UInt32(entries)
             }
-            if let limit = environment("URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT", "0 or more", { $0 >= 0 }) {
+            if let limit = read(environment, "URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT", "0 or more", { $0 >= 0 }) {
                 multishotReceiveLimit = limit
             }
         }
@@ -85,11 +91,10 @@ extension EventLoop {
 
         /// The integer in the environment variable `name`, when set and `isValid`; a value that is
         /// set but not a number or not valid is recorded in ``rejectedEnvironment`` and ignored.
-        private mutating func environment(
-            _ name: String, _ expected: String = "an integer", _ isValid: (Int) -> Bool = { _ in true }
+        private mutating func read(
+            _ environment: (String) -> String?, _ name: String, _ expected: String = "an integer", _ isValid: (Int) -> Bool = { _ in true }
         ) -> Int? {
-            guard let raw = getenv(name) else { return nil }
-            let text = String(cString: raw)
+            guard let text = environment(name) else { return nil }
             guard let value = Int(text), isValid(value) else {
                 rejectedEnvironment.append("\(name)=\(text) ignored: expected \(expected)")
                 return nil
