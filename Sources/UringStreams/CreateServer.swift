@@ -33,12 +33,14 @@ public func createServer(
     host: String?, port: Int, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
-    logger: Logger? = nil, on group: EventLoopGroup? = nil, protocolFactory: @escaping @Sendable () -> any StreamProtocol
+    logger: Logger? = nil, on group: EventLoopGroup? = nil,
+    protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         host: host, port: port, family: family, backlog: backlog, reuseAddress: reuseAddress, reusePort: reusePort,
-        startServing: startServing, group: group, logger: logger, starter: .protocols(tls: tls, factory: protocolFactory))
+        startServing: startServing, group: group, logger: logger,
+        starter: .protocols(tls: tls, factory: protocolFactory))
 }
 
 /// Serves an already bound socket (listening or not) with protocol objects, taking ownership of
@@ -62,7 +64,8 @@ public func createServer(
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, sock=sock, ...)`.
 public func createServer(
     fileDescriptor: Int32, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil, on group: EventLoopGroup? = nil,
+    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil,
+    on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
@@ -91,7 +94,8 @@ public func createServer(
 /// Corresponds to asyncio `await loop.create_unix_server(protocol_factory, path)`.
 public func createUnixServer(
     path: String, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil, on group: EventLoopGroup? = nil,
+    tlsShutdownTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil,
+    on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)

@@ -99,7 +99,8 @@ public final class Server: Sendable {
         }
         let made = descriptors.map { descriptor in
             Listener(
-                loop: listenerLoop, descriptor: descriptor, logger: logger, onAccept: { [self] accepted in self.accepted(accepted) },
+                loop: listenerLoop, descriptor: descriptor, logger: logger,
+                onAccept: { [self] accepted in self.accepted(accepted) },
                 onClosed: { [self] in listenerClosed() })
         }
         state.withLock { $0.openListeners += made.count }

@@ -99,7 +99,8 @@ public func startServer(
 public func startUnixServer(
     path: String, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, startServing: Bool = true,
-    logger: Logger? = nil, on group: EventLoopGroup? = nil, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
+    logger: Logger? = nil, on group: EventLoopGroup? = nil,
+    clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
@@ -139,7 +140,8 @@ func makeServer(
     let descriptors = try SocketDescriptor.bindForListening(
         addresses, reuseAddress: reuseAddress ?? true, reusePort: reusePort ?? false)
     return try await makeServer(
-        descriptors: descriptors, backlog: backlog, unixSocket: nil, startServing: startServing, group: group, logger: logger,
+        descriptors: descriptors, backlog: backlog, unixSocket: nil, startServing: startServing, group: group,
+        logger: logger,
         starter: starter)
 }
 

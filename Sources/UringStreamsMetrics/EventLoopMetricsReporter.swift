@@ -79,21 +79,21 @@ public struct EventLoopMetricsReporter: Sendable {
     /// Sendable, so a stored static list would be shared mutable state to the compiler).
     private static var counted: [(name: String, value: KeyPath<EventLoop.Statistics, Int>)] {
         [
-        ("bytes_received", \.bytesReceived),
-        ("bytes_copied_on_receive", \.bytesCopiedOnReceive),
-        ("bytes_sent", \.bytesSent),
-        ("bytes_copied_on_send", \.bytesCopiedOnSend),
-        ("submissions", \.submissions),
-        ("enter_calls", \.enterCalls),
-        ("completions", \.completions),
-        ("buffer_exhaustions", \.bufferExhaustions),
-        ("receive_rearms", \.receiveRearms),
-        ("zero_copy_sends", \.zeroCopySends),
-        ("zero_copy_fallbacks", \.zeroCopyFallbacks),
-        ("connections_accepted", \.connectionsAccepted),
-        ("connections_closed", \.connectionsClosed),
-        ("accept_errors", \.acceptErrors),
-        ("tls_handshake_failures", \.tlsHandshakeFailures),
+            ("bytes_received", \.bytesReceived),
+            ("bytes_copied_on_receive", \.bytesCopiedOnReceive),
+            ("bytes_sent", \.bytesSent),
+            ("bytes_copied_on_send", \.bytesCopiedOnSend),
+            ("submissions", \.submissions),
+            ("enter_calls", \.enterCalls),
+            ("completions", \.completions),
+            ("buffer_exhaustions", \.bufferExhaustions),
+            ("receive_rearms", \.receiveRearms),
+            ("zero_copy_sends", \.zeroCopySends),
+            ("zero_copy_fallbacks", \.zeroCopyFallbacks),
+            ("connections_accepted", \.connectionsAccepted),
+            ("connections_closed", \.connectionsClosed),
+            ("accept_errors", \.acceptErrors),
+            ("tls_handshake_failures", \.tlsHandshakeFailures),
         ]
     }
 
@@ -120,7 +120,7 @@ public struct EventLoopMetricsReporter: Sendable {
             do {
                 do {
                     try await loop.sleep(for: interval)
-                } catch where !(error is CancellationError) {
+                } catch  where !(error is CancellationError) {
                     // A loop without io_uring has no timer of its own; it still runs this task.
                     try await Task.sleep(for: interval)
                 }

@@ -47,7 +47,8 @@ struct LoggingTests {
         ]
         let configuration = EventLoop.Configuration(environment: { environment[$0] })
         #expect(configuration.receiveBufferSize == 4096)
-        #expect(configuration.receiveBufferCount == EventLoop.Configuration(environment: { _ in nil }).receiveBufferCount)
+        #expect(
+            configuration.receiveBufferCount == EventLoop.Configuration(environment: { _ in nil }).receiveBufferCount)
         let recorder = RecordingLogHandler()
         let group = EventLoopGroup(loopCount: 2, configuration: configuration, logger: recorder.logger())
         try await group.shutdown()

@@ -98,7 +98,9 @@ struct ServiceTests {
             let started = Atomic<Bool>(false)
             let server = try await startServer(host: "127.0.0.1", port: 0, startServing: false) { reader, _ in
                 started.store(true, ordering: .relaxed)
-                do { _ = try await reader.read(10) } catch is CancellationError { cancelled.store(true, ordering: .relaxed) } catch {}
+                do { _ = try await reader.read(10) } catch is CancellationError {
+                    cancelled.store(true, ordering: .relaxed)
+                } catch {}
             }
             let running = Task { try await ServerService(server: server).run() }
             try await waitUntilServing(server)

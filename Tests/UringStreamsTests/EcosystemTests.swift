@@ -21,7 +21,8 @@ struct EcosystemTests {
         try await withDeadline(20) {
             let fixtures = try await TLSFixtures.make()
             let recorder = RecordingLogHandler()
-            let group = loggerOnGroup ? EventLoopGroup(loopCount: 1, logger: recorder.logger()) : EventLoopGroup(loopCount: 1)
+            let group =
+                loggerOnGroup ? EventLoopGroup(loopCount: 1, logger: recorder.logger()) : EventLoopGroup(loopCount: 1)
             let handled = Atomic<Int>(0)
             let server = try await startServer(
                 host: "127.0.0.1", port: 0, tls: fixtures.server, logger: loggerOnGroup ? nil : recorder.logger(),

@@ -51,17 +51,19 @@ extension EventLoop {
         /// The defaults with the overrides `environment` gives (a variable's value by name), so
         /// tests need not change the process's environment under other threads.
         init(environment: (String) -> String?) {
-            if let count = read(environment, "URINGSTREAMS_RECEIVE_BUFFER_COUNT", "a power of two in 1...32768", {
-                $0 > 0 && $0 <= 32768 && $0 & ($0 - 1) == 0
-            }) {
+            let countIsValid = { (count: Int) in count > 0 && count <= 32768 && count & (count - 1) == 0 }
+            if let count = read(
+                environment, "URINGSTREAMS_RECEIVE_BUFFER_COUNT", "a power of two in 1...32768", countIsValid)
+            {
                 receiveBufferCount = count
             }
-            if let size = read(environment, "URINGSTREAMS_RECEIVE_BUFFER_SIZE", "512...16777216", {
-                $0 >= 512 && $0 <= 1 << 24
-            }) {
+            let sizeIsValid = { (size: Int) in size >= 512 && size <= 1 << 24 }
+            if let size = read(environment, "URINGSTREAMS_RECEIVE_BUFFER_SIZE", "512...16777216", sizeIsValid) {
                 receiveBufferSize = size
             }
-            if let flag = read(environment, "URINGSTREAMS_INCREMENTAL_BUFFERS") { incrementalReceiveBuffers = flag != 0 }
+            if let flag = read(environment, "URINGSTREAMS_INCREMENTAL_BUFFERS") {
+                incrementalReceiveBuffers = flag != 0
+            }
             if let flag = read(environment, "URINGSTREAMS_RECEIVE_BUNDLES") { receiveBundles = flag != 0 }
             if let threshold = read(environment, "URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD") {
                 zeroCopySendThreshold = threshold > 0 ? threshold : nil
@@ -92,7 +94,8 @@ extension EventLoop {
         /// The integer in the environment variable `name`, when set and `isValid`; a value that is
         /// set but not a number or not valid is recorded in ``rejectedEnvironment`` and ignored.
         private mutating func read(
-            _ environment: (String) -> String?, _ name: String, _ expected: String = "an integer", _ isValid: (Int) -> Bool = { _ in true }
+            _ environment: (String) -> String?, _ name: String, _ expected: String = "an integer",
+            _ isValid: (Int) -> Bool = { _ in true }
         ) -> Int? {
             guard let text = environment(name) else { return nil }
             guard let value = Int(text), isValid(value) else {

@@ -97,7 +97,9 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
             loop.counters.acceptErrors += 1
             logger.error(
                 "accept failed: out of system resources; accepting again in 1 s",
-                metadata: ["error": "\(StreamError.system(errno: -result, operation: "accept"))", "listener": "\(address)"])
+                metadata: [
+                    "error": "\(StreamError.system(errno: -result, operation: "accept"))", "listener": "\(address)",
+                ])
             retryLater(after: .seconds(1))
         case let error where error > 0:
             // Anything else (a connection that failed while queued: ECONNABORTED, EPROTO, EPERM
@@ -105,7 +107,8 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
             // keeps coming, so a persistent error cannot make the loop spin.
             loop.counters.acceptErrors += 1
             unexpectedErrors += 1
-            let delay = unexpectedErrors < 3 ? nil : Duration.milliseconds(min(1000, 10 << min(unexpectedErrors - 3, 7)))
+            let delay =
+                unexpectedErrors < 3 ? nil : Duration.milliseconds(min(1000, 10 << min(unexpectedErrors - 3, 7)))
             logger.error(
                 "accept failed",
                 metadata: [
