@@ -37,6 +37,7 @@ let package = Package(
         .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
         .executable(name: "loopback-bench", targets: ["loopback-bench"]),
         .executable(name: "tls-echo-server", targets: ["tls-echo-server"]),
+        .executable(name: "service-echo-server", targets: ["service-echo-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -73,6 +74,15 @@ let package = Package(
         example("socketpair-wait"),
         example("loopback-bench"),
         example("tls-echo-server"),
+        .executableTarget(
+            name: "service-echo-server",
+            dependencies: [
+                "UringStreams", "UringStreamsServiceLifecycle",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/Examples/service-echo-server", swiftSettings: strictSwift),
         .testTarget(
             name: "UringRuntimeTests",
             dependencies: ["UringRuntime", "UringRing", .product(name: "Logging", package: "swift-log")],

@@ -1,0 +1,1 @@
+../tcp-echo-client/PythonRepr.swift
