@@ -1,4 +1,5 @@
 import ServiceLifecycle
+import Synchronization
 import UringStreams
 
 /// A ``Server`` as a swift-service-lifecycle `Service`: ``run()`` serves until the service group
@@ -46,6 +47,7 @@ public struct ServerService: Service {
     /// - Throws: ``StreamError/serverClosed`` when the server was closed before; the server's
     ///   `listen` failure; ``StreamError/alreadyServing`` when another task serves it forever.
     public func run() async throws {
+        let shutdown = ShutdownFlag()
         try await withThrowingTaskGroup(of: Phase.self) { group in
             group.addTask {
                 do {
@@ -53,6 +55,8 @@ public struct ServerService: Service {
                 } catch is CancellationError {
                     // Ours after the grace period, or the service's own cancellation: either way
                     // the server is closed and its handlers have returned.
+                } catch StreamError.serverClosed where shutdown.hasBegun {
+                    // A shutdown requested before serving began closed the server first.
                 }
                 return .served
             }
@@ -62,6 +66,7 @@ public struct ServerService: Service {
                 } catch {
                     return .cancelled
                 }
+                shutdown.begin()
                 server.close()
                 server.closeClients()
                 do {
@@ -91,4 +96,13 @@ public struct ServerService: Service {
     private enum Phase: Sendable {
         case served, gracePeriodOver, cancelled
     }
+}
+
+/// Whether a graceful shutdown began, shared by the serving task and the shutdown task.
+private final class ShutdownFlag: Sendable {
+    private let begun = Atomic<Bool>(false)
+
+    var hasBegun: Bool { begun.load(ordering: .acquiring) }
+
+    func begin() { begun.store(true, ordering: .releasing) }
 }

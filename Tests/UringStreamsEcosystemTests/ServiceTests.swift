@@ -121,3 +121,23 @@ struct ServiceTests {
         while !server.isServing { try await Task.sleep(for: .milliseconds(5)) }
     }
 }
+
+extension ServiceTests {
+    /// A shutdown requested before the group runs still starts and stops the service cleanly: the
+    /// server closed by the shutdown is no error.
+    @Test func aShutdownBeforeServingEndsCleanly() async throws {
+        try await withTestDeadline {
+            let server = try await startServer(host: "127.0.0.1", port: 0, startServing: false) { _, writer in
+                writer.close()
+            }
+            let group = ServiceGroup(
+                services: [ServerService(server: server, gracePeriod: .seconds(1))],
+                gracefulShutdownSignals: [.sigterm],
+                logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            await group.triggerGracefulShutdown()
+            try await group.run()
+            #expect(!server.isServing)
+            await server.waitClosed()
+        }
+    }
+}
