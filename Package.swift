@@ -35,17 +35,25 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "UringStreams", targets: ["UringStreams"]),
+        // Opt-in bridges, each its own product so the core depends on neither swift-metrics nor
+        // swift-service-lifecycle.
+        .library(name: "UringStreamsMetrics", targets: ["UringStreamsMetrics"]),
+        .library(name: "UringStreamsServiceLifecycle", targets: ["UringStreamsServiceLifecycle"]),
         .executable(name: "tcp-echo-client", targets: ["tcp-echo-client"]),
         .executable(name: "tcp-echo-server", targets: ["tcp-echo-server"]),
         .executable(name: "http-headers", targets: ["http-headers"]),
         .executable(name: "socketpair-wait", targets: ["socketpair-wait"]),
         .executable(name: "tls-echo-server", targets: ["tls-echo-server"]),
+        .executable(name: "service-echo-server", targets: ["service-echo-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // `swift package generate-documentation --target UringStreams` (the DocC catalog is
         // Sources/UringStreams/UringStreams.docc); a plugin, so nothing of it is linked.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // The system's liburing and OpenSSL, through pkg-config: when one is missing SwiftPM says
@@ -54,10 +62,20 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(name: "CURing", dependencies: ["CLiburing"]),
         .target(name: "UringRing", dependencies: ["CURing"], swiftSettings: strictSwift),
-        .target(name: "UringRuntime", dependencies: ["UringRing"], swiftSettings: strictSwift),
+        .target(
+            name: "UringRuntime", dependencies: ["UringRing", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift),
         .target(name: "CTLS", dependencies: ["COpenSSL"]),
         .target(name: "UringTLS", dependencies: ["UringRuntime", "CTLS"], swiftSettings: strictSwift),
         .target(name: "UringStreams", dependencies: ["UringRuntime", "UringTLS"], swiftSettings: strictSwift),
+        .target(
+            name: "UringStreamsMetrics",
+            dependencies: ["UringStreams", .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: strictSwift),
+        .target(
+            name: "UringStreamsServiceLifecycle",
+            dependencies: ["UringStreams", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            swiftSettings: strictSwift),
         // Python's repr() for the examples that print as the asyncio ones do; no product exports it.
         .target(name: "PythonRepr", swiftSettings: strictSwift),
         example("tcp-echo-client", ["PythonRepr"]),
@@ -65,9 +83,30 @@ let package = Package(
         example("http-headers"),
         example("socketpair-wait"),
         example("tls-echo-server"),
+        .executableTarget(
+            name: "service-echo-server",
+            dependencies: [
+                "UringStreams", "UringStreamsServiceLifecycle", "PythonRepr",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/Examples/service-echo-server", swiftSettings: strictSwift),
         .testTarget(
-            name: "UringRuntimeTests", dependencies: ["UringRuntime", "UringRing"], swiftSettings: strictSwift),
+            name: "UringRuntimeTests",
+            dependencies: ["UringRuntime", "UringRing", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift),
         .testTarget(
-            name: "UringStreamsTests", dependencies: ["UringStreams", "UringRuntime"], swiftSettings: strictSwift),
+            name: "UringStreamsTests",
+            dependencies: ["UringStreams", "UringRuntime", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "UringStreamsEcosystemTests",
+            dependencies: [
+                "UringStreams", "UringStreamsMetrics", "UringStreamsServiceLifecycle",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift),
     ]
 )

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BIN_DIR="${BIN_DIR:-$(swift build --show-bin-path)}"
-for program in tcp-echo-server tcp-echo-client socketpair-wait http-headers; do
+for program in tcp-echo-server service-echo-server tcp-echo-client socketpair-wait http-headers; do
     if [[ ! -x "$BIN_DIR/$program" ]]; then
         echo "interop: $BIN_DIR/$program is missing; build the examples first (swift build)" >&2
         exit 2
@@ -259,15 +259,17 @@ PYTHON
 tricky_message=$'It\'s a "test" \\ \t caf\xc3\xa9 \xe2\x80\x8b \xe2\x98\x83'
 
 # ---------------------------------------------------------------------------
-echo "== Python asyncio echo client -> our tcp-echo-server"
+# Python's echo client against our echo servers: tcp-echo-server (signal handling by hand) and
+# service-echo-server (a ServiceLifecycle service in a ServiceGroup); both must print what the
+# Python server prints and exit 0 on SIGINT and SIGTERM.
 
-# run_server_against_python_clients LABEL HOST SIGNAL
+# run_server_against_python_clients SERVER LABEL HOST SIGNAL
 run_server_against_python_clients() {
-    local label="$1" host="$2" signal="$3" port server_pid message
-    local out="$work/server-$label.out" expected="$work/server-$label.expected"
+    local server="$1" label="$2" host="$3" signal="$4" port server_pid message
+    local out="$work/server-$1-$2.out" expected="$work/server-$1-$2.expected"
     port="$(free_port "$host")"
     : >"$out"
-    timeout 20 "$BIN_DIR/tcp-echo-server" "$host" "$port" >"$out" 2>"$work/server-$label.err" &
+    timeout 20 "$BIN_DIR/$server" "$host" "$port" >"$out" 2>"$work/server-$1-$2.err" &
     server_pid=$!
     background_pids+=("$server_pid")
 
@@ -277,14 +279,14 @@ run_server_against_python_clients() {
         echo "Serving on ('$host', $port)" >"$expected"
     fi
     if ! wait_for_lines "$out" 1 "$server_pid"; then
-        fail "[$label] tcp-echo-server starts and prints 'Serving on'"
-        cat "$work/server-$label.err"
+        fail "[$label] $server starts and prints 'Serving on'"
+        cat "$work/server-$1-$2.err"
         return
     fi
-    check "[$label] tcp-echo-server prints Serving on like Python" <(head -n 1 "$expected") <(head -n 1 "$out")
+    check "[$label] $server prints Serving on like Python" <(head -n 1 "$expected") <(head -n 1 "$out")
 
     for message in "Hello World!" "$tricky_message"; do
-        local client_out="$work/python-client-$label.out"
+        local client_out="$work/python-client-$1-$2.out"
         {
             echo "Send: $(python_repr "$message")"
             echo "Received: $(python_repr "$message")"
@@ -294,54 +296,62 @@ run_server_against_python_clients() {
             check "[$label] Python client gets its echo of $(python_repr "$message")" \
                 "$work/python-client.expected" "$client_out"
         else
-            fail "[$label] Python client against tcp-echo-server ($(python_repr "$message"))"
+            fail "[$label] Python client against $server ($(python_repr "$message"))"
             cat "$client_out"
         fi
     done
 
     if wait_for_lines "$out" "$(wc -l <"$expected")" "$server_pid"; then
-        check "[$label] tcp-echo-server output matches the Python server's, line for line" "$expected" "$out"
+        check "[$label] $server output matches the Python server's, line for line" "$expected" "$out"
     else
-        fail "[$label] tcp-echo-server prints a line per step"
+        fail "[$label] $server prints a line per step"
     fi
-    stop_and_expect_zero "[$label] tcp-echo-server exits 0 on SIG$signal" "$server_pid" "$signal"
+    stop_and_expect_zero "[$label] $server exits 0 on SIG$signal" "$server_pid" "$signal"
 }
-
-run_server_against_python_clients ipv4 127.0.0.1 INT
-if timeout 20 python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
-    run_server_against_python_clients ipv6 ::1 TERM
-else
-    skip "IPv6 loopback (::1) is not available here"
-fi
 
 # A client that connects and says nothing must not keep the server from
 # stopping: asyncio.run would cancel its handler too.
-port="$(free_port)"
-: >"$work/server-idle.out"
-timeout 20 "$BIN_DIR/tcp-echo-server" 127.0.0.1 "$port" >"$work/server-idle.out" 2>&1 &
-server_pid=$!
-background_pids+=("$server_pid")
-if wait_for_lines "$work/server-idle.out" 1 "$server_pid"; then
-    timeout 20 python3 -c '
+# stop_with_idle_client SERVER
+stop_with_idle_client() {
+    local server="$1" port server_pid idle_client_pid stop_started
+    port="$(free_port)"
+    : >"$work/server-idle-$server.out"
+    timeout 20 "$BIN_DIR/$server" 127.0.0.1 "$port" >"$work/server-idle-$server.out" 2>&1 &
+    server_pid=$!
+    background_pids+=("$server_pid")
+    if wait_for_lines "$work/server-idle-$server.out" 1 "$server_pid"; then
+        timeout 20 python3 -c '
 import socket, sys, time
 with socket.create_connection(("127.0.0.1", int(sys.argv[1]))):
     time.sleep(15)
 ' "$port" &
-    idle_client_pid=$!
-    background_pids+=("$idle_client_pid")
-    sleep 0.5
-    stop_started=$SECONDS
-    stop_and_expect_zero "tcp-echo-server exits 0 on SIGTERM with an idle client connected" "$server_pid" TERM
-    if ((SECONDS - stop_started > 5)); then
-        fail "tcp-echo-server stops within 5 s with an idle client connected (took $((SECONDS - stop_started)) s)"
+        idle_client_pid=$!
+        background_pids+=("$idle_client_pid")
+        sleep 0.5
+        stop_started=$SECONDS
+        stop_and_expect_zero "$server exits 0 on SIGTERM with an idle client connected" "$server_pid" TERM
+        if ((SECONDS - stop_started > 5)); then
+            fail "$server stops within 5 s with an idle client connected (took $((SECONDS - stop_started)) s)"
+        else
+            pass "$server stops within 5 s with an idle client connected"
+        fi
+        kill "$idle_client_pid" 2>/dev/null || true
+        wait "$idle_client_pid" 2>/dev/null || true
     else
-        pass "tcp-echo-server stops within 5 s with an idle client connected"
+        fail "$server starts (idle client test)"
     fi
-    kill "$idle_client_pid" 2>/dev/null || true
-    wait "$idle_client_pid" 2>/dev/null || true
-else
-    fail "tcp-echo-server starts (idle client test)"
-fi
+}
+
+for server in tcp-echo-server service-echo-server; do
+    echo "== Python asyncio echo client -> our $server"
+    run_server_against_python_clients "$server" ipv4 127.0.0.1 INT
+    if timeout 20 python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
+        run_server_against_python_clients "$server" ipv6 ::1 TERM
+    else
+        skip "IPv6 loopback (::1) is not available here"
+    fi
+    stop_with_idle_client "$server"
+done
 
 # ---------------------------------------------------------------------------
 echo "== our tcp-echo-client -> Python asyncio echo server"

@@ -1,3 +1,5 @@
+import Logging
+
 /// Starts a TCP server whose connections are served by protocol objects, one per connection.
 ///
 /// For every accepted connection `protocolFactory` makes a protocol on the connection's loop, which
@@ -20,26 +22,28 @@
 ///     only) before it aborts; default 30 s.
 ///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
 ///     the default: never); its protocol hears `connectionLost` with ``StreamError/timedOut``.
-///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
+///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:logger:on:clientConnected:)``.
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Returns: The server.
-/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
+/// - Throws: As ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:logger:on:clientConnected:)``.
 ///
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, host, port, ...)`.
 public func createServer(
     host: String?, port: Int, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
-    startServing: Bool = true,
+    startServing: Bool = true, logger: Logger? = nil,
     on group: EventLoopGroup? = nil, protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         host: host, port: port, family: family, backlog: backlog, reuseAddress: reuseAddress, reusePort: reusePort,
-        startServing: startServing, group: group,
+        startServing: startServing, group: group, logger: logger,
         starter: .protocols(tls: tls, factory: protocolFactory, idleTimeout: idleTimeout))
 }
 
@@ -55,8 +59,10 @@ public func createServer(
 ///     only) before it aborts; default 30 s.
 ///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
 ///     the default: never); its protocol hears `connectionLost` with ``StreamError/timedOut``.
-///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
+///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:logger:on:clientConnected:)``.
 ///   - startServing: Whether to accept at once.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad idle timeout, TLS argument or a descriptor that is
@@ -65,14 +71,14 @@ public func createServer(
 /// Corresponds to asyncio `await loop.create_server(protocol_factory, sock=sock, ...)`.
 public func createServer(
     fileDescriptor: Int32, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil, startServing: Bool = true,
+    tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil,
     on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
-        fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group,
+        fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group, logger: logger,
         starter: .protocols(tls: tls, factory: protocolFactory, idleTimeout: idleTimeout))
 }
 
@@ -88,8 +94,10 @@ public func createServer(
 ///     only) before it aborts; default 30 s.
 ///   - idleTimeout: Aborts a connection that has received and sent nothing for this long (nil,
 ///     the default: never); its protocol hears `connectionLost` with ``StreamError/timedOut``.
-///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
+///     As for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:logger:on:clientConnected:)``.
 ///   - startServing: Whether to accept at once.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - protocolFactory: Makes each connection's protocol, on that connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad path, idle timeout or TLS argument; a bind error.
@@ -97,14 +105,14 @@ public func createServer(
 /// Corresponds to asyncio `await loop.create_unix_server(protocol_factory, path)`.
 public func createUnixServer(
     path: String, backlog: Int = 100, tls: TLSConfiguration? = nil, tlsHandshakeTimeout: Duration? = nil,
-    tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil, startServing: Bool = true,
+    tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil, startServing: Bool = true, logger: Logger? = nil,
     on group: EventLoopGroup? = nil,
     protocolFactory: @escaping @Sendable () -> any StreamProtocol
 ) async throws -> Server {
     try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
-        unixPath: path, backlog: backlog, startServing: startServing, group: group,
+        unixPath: path, backlog: backlog, startServing: startServing, group: group, logger: logger,
         starter: .protocols(tls: tls, factory: protocolFactory, idleTimeout: idleTimeout))
 }
 
@@ -126,7 +134,13 @@ extension ConnectionStarter {
                 return
             }
             guard let layer = made.tls, let timeout = tls?.handshakeTimeout else { return }
-            Task(executorPreference: loop) { try? await layer.waitForHandshake(timeout: timeout) }
+            Task(executorPreference: loop) {
+                do {
+                    try await layer.waitForHandshake(timeout: timeout)
+                } catch {
+                    slot.handshakeFailed(error)
+                }
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 internal import Glibc
+import Logging
 import Synchronization
 
 /// A listening server made by `startServer`, `startUnixServer` or `createServer` (asyncio
@@ -7,6 +8,11 @@ import Synchronization
 /// Each accepted connection lives on one loop for its whole life: with the streams functions it
 /// gets a reader and a writer and `clientConnected` runs as a task on that loop; with
 /// `createServer`, a new protocol object hears its transport's callbacks there.
+///
+/// While a task is in ``serveForever()``, each `clientConnected` runs as a child task of it (in a
+/// discarding task group), so cancelling that task reaches the handlers and they see its
+/// task-local values; otherwise (as asyncio, where `start_server` serves at once) a handler is a
+/// task of its own on the connection's loop.
 public final class Server: Sendable {
     public typealias ClientConnected = @Sendable (StreamReader, StreamWriter) async -> Void
 
@@ -26,6 +32,10 @@ public final class Server: Sendable {
         var closeWaiters = Waiters<any Error>()
         /// Listeners that have not closed their descriptor yet.
         var openListeners = 0
+        /// A serveForever task takes handlers as its child tasks (woken through foreverWaiters).
+        var collectingHandlers = false
+        /// Handlers waiting for the serveForever task to start them.
+        var pendingHandlers: [PendingHandler] = []
 
         /// Closed, with no listening socket and no connection left.
         var isIdleAfterClose: Bool { closed && openListeners == 0 && connections.isEmpty }
@@ -45,11 +55,14 @@ public final class Server: Sendable {
     private let state = Locked(State())
     /// Per connection loop, when the starter has an idle timeout.
     private let idleSweeps: [ObjectIdentifier: IdleSweep]
+    /// Where failed accepts and handshakes are logged.
+    let logger: Logger
 
     init(
         descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], backlog: Int,
-        unixSocket: (path: String, inode: UInt)?, starter: ConnectionStarter
+        unixSocket: (path: String, inode: UInt)?, logger: Logger, starter: ConnectionStarter
     ) {
+        self.logger = logger
         self.descriptors = descriptors.map(ListeningDescriptor.init)
         boundAddresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
         self.listenerLoop = listenerLoop
@@ -95,7 +108,8 @@ public final class Server: Sendable {
         }
         let made = descriptors.map { descriptor in
             Listener(
-                loop: listenerLoop, descriptor: descriptor, onAccept: { [self] accepted in self.accepted(accepted) },
+                loop: listenerLoop, descriptor: descriptor, logger: logger,
+                onAccept: { [self] accepted in self.accepted(accepted) },
                 onClosed: { [self] in listenerClosed() })
         }
         state.withLock { $0.openListeners += made.count }
@@ -144,7 +158,14 @@ public final class Server: Sendable {
         try? await state.wait(in: \.closeWaiters) { $0.isIdleAfterClose }
     }
 
-    /// Serves until the server is closed.
+    /// Serves until the server is closed, running each new connection's `clientConnected` as a
+    /// child task of the calling task.
+    ///
+    /// Structured where asyncio is not: a handler started here is cancelled when the calling task
+    /// is, sees the calling task's task-local values (a `ServiceContext`, a logger), and this
+    /// returns only once those handlers have returned (call ``closeClients()`` or
+    /// ``abortClients()`` to end them sooner). Handlers of connections accepted before, or by
+    /// another path, stay tasks of their own. Each child task runs on its connection's loop.
     ///
     /// - Throws: `CancellationError` after closing the server when the calling task is cancelled;
     ///   ``StreamError/serverClosed`` on a closed server; ``StreamError/alreadyServing`` when another
@@ -158,17 +179,73 @@ public final class Server: Sendable {
             state.servingForever = true
         }
         defer { state.withLock { $0.servingForever = false } }
-        try await startServing()
+        // Collecting before listening: every connection a client can make once the server listens
+        // gets its handler here.
+        state.withLock { $0.collectingHandlers = true }
         do {
-            try await state.wait(in: \.foreverWaiters) { $0.closed }
+            try await startServing()
         } catch {
-            // Only cancellation ends the wait with an error.
-            close()
+            let stray = state.withLock { state in
+                state.collectingHandlers = false
+                defer { state.pendingHandlers = [] }
+                return state.pendingHandlers
+            }
+            for handler in stray { Task(executorPreference: handler.loop) { await handler.body() } }
             throw error
         }
-        if Task.isCancelled {
+        var cancelled = false
+        await withDiscardingTaskGroup { group in
+            while true {
+                var batch: [PendingHandler] = []
+                var finished = false
+                do {
+                    // Handlers first: those queued before close() still start here, so the
+                    // switch back to standalone tasks (under the same lock) loses none.
+                    try await state.wait(in: \.foreverWaiters) { state in
+                        if !state.pendingHandlers.isEmpty {
+                            swap(&batch, &state.pendingHandlers)
+                            return true
+                        }
+                        guard state.closed else { return false }
+                        state.collectingHandlers = false
+                        finished = true
+                        return true
+                    }
+                } catch {
+                    // Only cancellation ends the wait with an error. Queued handlers still start,
+                    // as children of a cancelled task: they see the cancellation at once.
+                    cancelled = true
+                    finished = true
+                    state.withLock { state in
+                        state.collectingHandlers = false
+                        swap(&batch, &state.pendingHandlers)
+                    }
+                    close()
+                }
+                for handler in batch {
+                    group.addTask(executorPreference: handler.loop) { await handler.body() }
+                }
+                if finished { break }
+            }
+        }
+        if cancelled || Task.isCancelled {
             close()
             throw CancellationError()
+        }
+    }
+
+    /// Runs a connection's handler: as a child of the serveForever task when there is one, else
+    /// as a task of its own on `loop`; from the connection's loop.
+    fileprivate func runHandler(on loop: EventLoop, _ body: @escaping @Sendable () async -> Void) {
+        let waiters = state.withLock { state -> Waiters<any Error>.Taken? in
+            guard state.collectingHandlers else { return nil }
+            state.pendingHandlers.append(PendingHandler(loop: loop, body: body))
+            return state.foreverWaiters.takeAll()
+        }
+        if let waiters {
+            waiters.resume()
+        } else {
+            Task(executorPreference: loop) { await body() }
         }
     }
 
@@ -238,7 +315,8 @@ public final class Server: Sendable {
             state.nextConnection += 1
             return state.nextConnection
         }
-        starter.start(fd, loop, ConnectionSlot(server: self, id: id, idle: idleSweeps[ObjectIdentifier(loop)]))
+        starter.start(
+            fd, loop, ConnectionSlot(server: self, id: id, loop: loop, idle: idleSweeps[ObjectIdentifier(loop)]))
     }
 
     /// A connection's top transport, known before it can close.
@@ -280,16 +358,24 @@ struct ConnectionStarter: Sendable {
     }
 }
 
+/// A connection's handler waiting for the serveForever task to start it on `loop`.
+struct PendingHandler: Sendable {
+    let loop: EventLoop
+    let body: @Sendable () async -> Void
+}
+
 /// One accepted connection's place in its server's count; on the connection's loop.
 struct ConnectionSlot: Sendable {
     fileprivate let server: Server
     fileprivate let id: Int
+    fileprivate let loop: EventLoop
     /// The server's idle sweep on the connection's loop, when it has an idle timeout.
     fileprivate let idle: IdleSweep?
 
     /// Call before the transports start: from then on the server counts the connection (and its
     /// idle timeout watches `socket`).
     func register(_ transport: any Transport, socket: SocketTransport) {
+        loop.recordConnectionAccepted()
         server.connectionRegistered(id, transport)
         idle?.watch(socket)
     }
@@ -297,6 +383,20 @@ struct ConnectionSlot: Sendable {
     /// The connection's socket has closed.
     func closed(_ socket: SocketTransport) {
         idle?.forget(socket)
+        loop.recordConnectionClosed()
         server.connectionClosed(id)
+    }
+
+    /// Runs the connection's handler as the server runs handlers (see ``Server/serveForever()``).
+    func runHandler(_ body: @escaping @Sendable () async -> Void) {
+        server.runHandler(on: loop, body)
+    }
+
+    /// Logs and counts a server-side TLS handshake that failed (asyncio logs it at error, "SSL
+    /// handshake failed"); the connection is closed without a handler.
+    func handshakeFailed(_ error: any Error) {
+        loop.recordHandshakeFailure()
+        server.logger.error(
+            "TLS handshake failed; connection closed", metadata: ["error": "\(error)", "loop": "\(loop.id)"])
     }
 }

@@ -1,4 +1,5 @@
 internal import Glibc
+import Logging
 
 /// Starts a TCP server; `clientConnected` runs for every connection with its reader and writer.
 ///
@@ -23,6 +24,8 @@ internal import Glibc
 ///     times the timeout after its last activity. asyncio has no such option (SwiftNIO's
 ///     `IdleStateHandler`, Vapor's `idleTimeout`).
 ///   - startServing: Whether to accept at once; else call ``Server/startServing()``.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Returns: The server.
@@ -36,7 +39,7 @@ public func startServer(
     host: String?, port: Int, limit: Int = 65_536, family: AddressFamily = .unspecified, backlog: Int = 100,
     tls: TLSConfiguration? = nil, reuseAddress: Bool? = nil, reusePort: Bool? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
-    startServing: Bool = true,
+    startServing: Bool = true, logger: Logger? = nil,
     on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
@@ -45,7 +48,7 @@ public func startServer(
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
         host: host, port: port, family: family, backlog: backlog, reuseAddress: reuseAddress, reusePort: reusePort,
-        startServing: startServing, group: group,
+        startServing: startServing, group: group, logger: logger,
         starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected, idleTimeout: idleTimeout))
 }
 
@@ -65,6 +68,8 @@ public func startServer(
 ///     times the timeout after its last activity. asyncio has no such option (SwiftNIO's
 ///     `IdleStateHandler`, Vapor's `idleTimeout`).
 ///   - startServing: Whether to accept at once.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, TLS argument, or a descriptor
@@ -74,7 +79,7 @@ public func startServer(
 public func startServer(
     fileDescriptor: Int32, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
-    startServing: Bool = true,
+    startServing: Bool = true, logger: Logger? = nil,
     on group: EventLoopGroup? = nil,
     clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
@@ -82,7 +87,7 @@ public func startServer(
     try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
-        fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group,
+        fileDescriptor: fileDescriptor, backlog: backlog, startServing: startServing, group: group, logger: logger,
         starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected, idleTimeout: idleTimeout))
 }
 
@@ -92,7 +97,7 @@ public func startServer(
 ///   - path: The socket's path; a leading NUL names the abstract namespace.
 ///   - limit: Each reader's buffer limit; must be positive.
 ///   - backlog: The listen backlog.
-///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:on:clientConnected:)``.
+///   - tls: TLS settings (a `.server` configuration), as for ``startServer(host:port:limit:family:backlog:tls:reuseAddress:reusePort:tlsHandshakeTimeout:tlsShutdownTimeout:idleTimeout:startServing:logger:on:clientConnected:)``.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
@@ -102,6 +107,8 @@ public func startServer(
 ///     times the timeout after its last activity. asyncio has no such option (SwiftNIO's
 ///     `IdleStateHandler`, Vapor's `idleTimeout`).
 ///   - startServing: Whether to accept at once.
+///   - logger: Where failed accepts and TLS handshakes are logged (asyncio logs both); nil
+///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, path or TLS argument; a bind error
@@ -111,14 +118,14 @@ public func startServer(
 public func startUnixServer(
     path: String, limit: Int = 65_536, backlog: Int = 100, tls: TLSConfiguration? = nil,
     tlsHandshakeTimeout: Duration? = nil, tlsShutdownTimeout: Duration? = nil, idleTimeout: Duration? = nil,
-    startServing: Bool = true,
+    startServing: Bool = true, logger: Logger? = nil,
     on group: EventLoopGroup? = nil, clientConnected: @escaping @Sendable (StreamReader, StreamWriter) async -> Void
 ) async throws -> Server {
     try validate(limit: limit)
     try validate(idleTimeout: idleTimeout)
     let tls = try serverTLS(tls, handshakeTimeout: tlsHandshakeTimeout, shutdownTimeout: tlsShutdownTimeout)
     return try await makeServer(
-        unixPath: path, backlog: backlog, startServing: startServing, group: group,
+        unixPath: path, backlog: backlog, startServing: startServing, group: group, logger: logger,
         starter: .streams(limit: limit, tls: tls, clientConnected: clientConnected, idleTimeout: idleTimeout))
 }
 
@@ -151,7 +158,8 @@ private func unixSocketIdentity(of fd: Int32) -> (path: String, inode: UInt)? {
 /// A server listening on what `host` resolves to (every interface when nil or empty).
 func makeServer(
     host: String?, port: Int, family: AddressFamily, backlog: Int, reuseAddress: Bool?, reusePort: Bool?,
-    startServing: Bool, group: EventLoopGroup?, starter: ConnectionStarter
+    startServing: Bool, group: EventLoopGroup?, logger: Logger?,
+    starter: ConnectionStarter
 ) async throws -> Server {
     let host = host?.isEmpty == true ? nil : host
     let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
@@ -159,23 +167,26 @@ func makeServer(
         addresses, reuseAddress: reuseAddress ?? true, reusePort: reusePort ?? false)
     return try await makeServer(
         descriptors: descriptors, backlog: backlog, unixSocket: nil, startServing: startServing, group: group,
+        logger: logger,
         starter: starter)
 }
 
 /// A server on a bound socket the caller hands over.
 func makeServer(
-    fileDescriptor: Int32, backlog: Int, startServing: Bool, group: EventLoopGroup?, starter: ConnectionStarter
+    fileDescriptor: Int32, backlog: Int, startServing: Bool, group: EventLoopGroup?, logger: Logger?,
+    starter: ConnectionStarter
 ) async throws -> Server {
     let family = try SocketDescriptor.streamSocketFamily(of: fileDescriptor)
     return try await makeServer(
         descriptors: [fileDescriptor], backlog: backlog,
         unixSocket: family == AF_UNIX ? unixSocketIdentity(of: fileDescriptor) : nil, startServing: startServing,
-        group: group, starter: starter)
+        group: group, logger: logger, starter: starter)
 }
 
 /// A server on a new Unix socket at `path`; a stale socket file there is removed first.
 func makeServer(
-    unixPath path: String, backlog: Int, startServing: Bool, group: EventLoopGroup?, starter: ConnectionStarter
+    unixPath path: String, backlog: Int, startServing: Bool, group: EventLoopGroup?, logger: Logger?,
+    starter: ConnectionStarter
 ) async throws -> Server {
     let address = try SocketAddress(unixPath: path)
     if !path.hasPrefix("\0") {
@@ -192,12 +203,13 @@ func makeServer(
     }
     return try await makeServer(
         descriptors: [fd], backlog: backlog, unixSocket: unixSocketIdentity(of: fd), startServing: startServing,
-        group: group, starter: starter)
+        group: group, logger: logger, starter: starter)
 }
 
 func makeServer(
     descriptors: [Int32], backlog: Int, unixSocket: (path: String, inode: UInt)?, startServing: Bool,
-    group: EventLoopGroup?, starter: ConnectionStarter
+    group: EventLoopGroup?, logger: Logger?,
+    starter: ConnectionStarter
 ) async throws -> Server {
     let listenerLoop: EventLoop
     let connectionLoops: [EventLoop]
@@ -219,7 +231,7 @@ func makeServer(
     }
     let server = Server(
         descriptors: descriptors, listenerLoop: listenerLoop, connectionLoops: connectionLoops, backlog: backlog,
-        unixSocket: unixSocket, starter: starter)
+        unixSocket: unixSocket, logger: logger ?? listenerLoop.logger, starter: starter)
     if startServing {
         do {
             try await server.startServing()

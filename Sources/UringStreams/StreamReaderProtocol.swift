@@ -70,9 +70,15 @@ extension ConnectionStarter {
             let (reader, writer) = streams
             let layer = writer.tls
             let handshakeTimeout = tls?.handshakeTimeout
-            Task(executorPreference: loop) {
+            slot.runHandler {
                 if let layer, let handshakeTimeout {
-                    do { try await layer.waitForHandshake(timeout: handshakeTimeout) } catch { return }
+                    do {
+                        try await layer.waitForHandshake(timeout: handshakeTimeout)
+                    } catch {
+                        // A handler cancelled with its server is not the peer's failure.
+                        if !(error is CancellationError) { slot.handshakeFailed(error) }
+                        return
+                    }
                 }
                 await clientConnected(reader, writer)
             }

@@ -229,7 +229,8 @@ struct LifecycleTests {
             let (listening, other) = socketPair()
             defer { close(other) }
             let listener = Listener(
-                loop: loop, descriptor: ListeningDescriptor(listening), onAccept: { close($0) }, onClosed: {})
+                loop: loop, descriptor: ListeningDescriptor(listening), logger: loop.logger, onAccept: { close($0) },
+                onClosed: {})
             loop.execute { listener.start() }
             var answered = 0
             let end = ContinuousClock.now + .milliseconds(300)

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 
 extension EventLoop {
     /// Settings chosen when a loop starts.
@@ -38,26 +39,40 @@ extension EventLoop {
         /// (`URINGSTREAMS_ZERO_COPY_LOCAL=1`; for measuring and testing).
         public var zeroCopyLocalSends = false
 
+        /// Environment values that were set but not used (not a number, or out of range), with
+        /// why; logged once when a group or ``EventLoop/run(logger:_:)`` starts with them.
+        var rejectedEnvironment: [String] = []
+
         /// The defaults, with any environment overrides applied.
         public init() {
-            if let count = Self.environment("URINGSTREAMS_RECEIVE_BUFFER_COUNT"), count > 0, count <= 32768,
-                count & (count - 1) == 0
+            self.init(environment: { name in getenv(name).map { String(cString: $0) } })
+        }
+
+        /// The defaults with the overrides `environment` gives (a variable's value by name), so
+        /// tests need not change the process's environment under other threads.
+        init(environment: (String) -> String?) {
+            let countIsValid = { (count: Int) in count > 0 && count <= 32768 && count & (count - 1) == 0 }
+            if let count = read(
+                environment, "URINGSTREAMS_RECEIVE_BUFFER_COUNT", "a power of two in 1...32768", countIsValid)
             {
                 receiveBufferCount = count
             }
-            if let size = Self.environment("URINGSTREAMS_RECEIVE_BUFFER_SIZE"), size >= 512, size <= 1 << 24 {
+            let sizeIsValid = { (size: Int) in size >= 512 && size <= 1 << 24 }
+            if let size = read(environment, "URINGSTREAMS_RECEIVE_BUFFER_SIZE", "512...16777216", sizeIsValid) {
                 receiveBufferSize = size
             }
-            if let flag = Self.environment("URINGSTREAMS_INCREMENTAL_BUFFERS") { incrementalReceiveBuffers = flag != 0 }
-            if let flag = Self.environment("URINGSTREAMS_RECEIVE_BUNDLES") { receiveBundles = flag != 0 }
-            if let threshold = Self.environment("URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD") {
+            if let flag = read(environment, "URINGSTREAMS_INCREMENTAL_BUFFERS") {
+                incrementalReceiveBuffers = flag != 0
+            }
+            if let flag = read(environment, "URINGSTREAMS_RECEIVE_BUNDLES") { receiveBundles = flag != 0 }
+            if let threshold = read(environment, "URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD") {
                 zeroCopySendThreshold = threshold > 0 ? threshold : nil
             }
-            if let flag = Self.environment("URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
-            if let entries = Self.environment("URINGSTREAMS_RING_ENTRIES"), entries > 0, entries <= 32768 {
+            if let flag = read(environment, "URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
+            if let entries = read(environment, "URINGSTREAMS_RING_ENTRIES", "1...32768", { $0 > 0 && $0 <= 32768 }) {
                 ringEntries = UInt32(entries)
             }
-            if let limit = Self.environment("URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT"), limit >= 0 {
+            if let limit = read(environment, "URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT", "0 or more", { $0 >= 0 }) {
                 multishotReceiveLimit = limit
             }
         }
@@ -76,9 +91,26 @@ extension EventLoop {
             return result
         }
 
-        private static func environment(_ name: String) -> Int? {
-            guard let value = getenv(name) else { return nil }
-            return Int(String(cString: value))
+        /// The integer in the environment variable `name`, when set and `isValid`; a value that is
+        /// set but not a number or not valid is recorded in ``rejectedEnvironment`` and ignored.
+        private mutating func read(
+            _ environment: (String) -> String?, _ name: String, _ expected: String = "an integer",
+            _ isValid: (Int) -> Bool = { _ in true }
+        ) -> Int? {
+            guard let text = environment(name) else { return nil }
+            guard let value = Int(text), isValid(value) else {
+                rejectedEnvironment.append("\(name)=\(text) ignored: expected \(expected)")
+                return nil
+            }
+            return value
+        }
+
+        /// Logs each rejected environment value once, at warning: the program runs on with the
+        /// default, so the log is the only place a typo shows.
+        func logRejectedEnvironment(to logger: Logger) {
+            for rejection in rejectedEnvironment {
+                logger.warning("configuration rejected; using the default", metadata: ["setting": "\(rejection)"])
+            }
         }
     }
 }

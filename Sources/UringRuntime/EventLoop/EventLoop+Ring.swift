@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import UringRing
 
 extension EventLoop {
@@ -23,6 +24,9 @@ extension EventLoop {
         guard fd >= 0 else {
             let code = errno
             let error = StreamError.system(errno: code, operation: "eventfd")
+            logger.warning(
+                "event loop cannot do I/O: eventfd failed; it runs tasks without a ring",
+                metadata: ["error": "\(error)"])
             availability.withLock {
                 $0 = .unavailable(error, retryable: RingError.transientErrors.contains(code), since: .now)
             }
@@ -42,6 +46,9 @@ extension EventLoop {
             ring = nil
             bufferPool = nil
             let failure = StreamError(error)
+            logger.warning(
+                "event loop cannot do I/O: io_uring set-up failed; it runs tasks without a ring",
+                metadata: ["error": "\(failure)", "retryable": "\(error.isTransient)"])
             availability.withLock { $0 = .unavailable(failure, retryable: error.isTransient, since: .now) }
             return failure
         }
@@ -92,7 +99,10 @@ extension EventLoop {
                         continuation.resume(returning: error)
                     } else {
                         let failure = self.setUpRing()
-                        if failure == nil { self.armWake() }
+                        if failure == nil {
+                            self.logger.notice("event loop set up its io_uring on a retry")
+                            self.armWake()
+                        }
                         continuation.resume(returning: failure)
                     }
                 }

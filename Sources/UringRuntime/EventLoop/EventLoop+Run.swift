@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import Synchronization
 import UringRing
 
@@ -6,20 +7,28 @@ extension EventLoop {
     /// Runs `body` on a new event loop on the calling thread, blocking it until `body` finishes, then
     /// shuts the loop down and returns `body`'s result.
     ///
-    /// - Parameter body: The main task; it and whatever it awaits run on the new loop.
+    /// - Parameters:
+    ///   - logger: Where the loop logs (see ``logger``); disabled by default.
+    ///   - body: The main task; it and whatever it awaits run on the new loop.
     /// - Returns: What `body` returned.
     /// - Throws: What `body` threw; ``StreamError/ioUringUnavailable(_:)`` when io_uring cannot be
     ///   used here; ``StreamError/invalidArgument(_:)`` when called from a running loop.
     ///
     /// Corresponds to asyncio `asyncio.run(main())`.
-    public static func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    public static func run<T: Sendable>(
+        logger: Logger = EventLoop.disabledLogger, _ body: @escaping @Sendable () async throws -> T
+    ) throws -> T {
         guard current == nil else {
             throw StreamError.invalidArgument("EventLoop.run cannot be called from a running event loop")
         }
         let configuration = Configuration()
-        let loop = try EventLoop(id: nextLoopID(), configuration: configuration, makeRing: defaultRing(configuration))
+        configuration.logRejectedEnvironment(to: logger)
+        let loop = try EventLoop(
+            id: nextLoopID(), configuration: configuration, makeRing: defaultRing(configuration), logger: logger)
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()
         defer { CurrentLoopSlot.value = nil }
+        loop.logger.debug("event loop started")
+        defer { loop.logger.debug("event loop stopped") }
         let outcome = Locked<Result<T, any Error>?>(nil)
         Task(executorPreference: loop) {
             let result: Result<T, any Error>
@@ -57,12 +66,14 @@ final class LoopThread: @unchecked Sendable {
     private let configuration: EventLoop.Configuration
     private let makeRing: EventLoop.RingFactory
     private let makeWakeDescriptor: @Sendable () -> Int32
+    private let logger: Logger
 
     init(
         configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory,
-        makeWakeDescriptor: @escaping @Sendable () -> Int32
+        makeWakeDescriptor: @escaping @Sendable () -> Int32, logger: Logger
     ) {
         self.configuration = configuration
+        self.logger = logger
         self.makeRing = makeRing
         self.makeWakeDescriptor = makeWakeDescriptor
         sem_init(&started, 0, 0)
@@ -89,12 +100,14 @@ final class LoopThread: @unchecked Sendable {
         // that runs tasks and tries again when I/O asks.
         let loop = try! EventLoop(
             id: EventLoop.nextLoopID(), configuration: configuration, makeRing: makeRing,
-            makeWakeDescriptor: makeWakeDescriptor, ringRequired: false)
+            makeWakeDescriptor: makeWakeDescriptor, ringRequired: false, logger: logger)
         SystemSupport.setThreadName("uring-loop-\(loop.id)")
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()
         self.loop = loop
         sem_post(&started)
+        loop.logger.debug("event loop started", metadata: ["io": "\(loop.unavailable.map { "\($0)" } ?? "io_uring")"])
         loop.runLoop { false }
+        loop.logger.debug("event loop stopped")
         CurrentLoopSlot.value = nil
         let waiters = finished.withLock { state in
             state.done = true

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import UringRing
 
 extension EventLoop {
@@ -101,8 +102,9 @@ extension EventLoop {
     /// on it with `error`; every awaited operation resumes as cancelled. Targets the ring still
     /// references stay allocated (the kernel may touch their memory until it tears the ring down).
     private func ringFailed(_ error: StreamError) {
-        let message = "UringStreams: event loop \(id) stopped: \(error)\n"
-        _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
+        logger.critical(
+            "event loop stopped: its io_uring failed; its connections and listeners are aborted",
+            metadata: ["error": "\(error)"])
         beginStopping()
         availability.withLock { $0 = .unavailable(error, retryable: false, since: .now) }
         leaveSleep()

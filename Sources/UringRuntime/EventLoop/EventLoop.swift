@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import Synchronization
 import UringRing
 
@@ -85,6 +86,13 @@ public final class EventLoop: @unchecked Sendable {
     var multishotReceiveLimit: UInt32 = 0
     /// A stable, unique number for log and error text.
     public let id: Int
+    /// Where the loop reports what happens in the background (set-up, fallbacks, a dying ring),
+    /// with a `loop` metadata value naming it; servers on the loop log there unless given their
+    /// own logger. Disabled unless the group (or ``run(logger:_:)``) was given one. Never used per
+    /// message.
+    ///
+    /// Corresponds to the `asyncio` logger the loop writes to.
+    public let logger: Logger
 
     typealias RingFactory = @Sendable () throws(RingError) -> any RingBackend
 
@@ -93,9 +101,13 @@ public final class EventLoop: @unchecked Sendable {
     /// without one; a transient cause (descriptors, memory) is tried again when I/O next asks.
     init(
         id: Int, configuration: Configuration, makeRing: @escaping RingFactory,
-        makeWakeDescriptor: @escaping @Sendable () -> Int32 = SystemSupport.makeEventFD, ringRequired: Bool = true
+        makeWakeDescriptor: @escaping @Sendable () -> Int32 = SystemSupport.makeEventFD, ringRequired: Bool = true,
+        logger: Logger = EventLoop.disabledLogger
     ) throws(StreamError) {
         self.id = id
+        var logger = logger
+        logger[metadataKey: "loop"] = "\(id)"
+        self.logger = logger
         self.configuration = configuration.validated
         self.makeRing = makeRing
         self.makeWakeDescriptor = makeWakeDescriptor
@@ -110,6 +122,10 @@ public final class EventLoop: @unchecked Sendable {
             throw failure
         }
     }
+
+    /// A logger that drops everything: the default wherever a logger can be given, as
+    /// AsyncHTTPClient's `backgroundActivityLogger` is.
+    public static let disabledLogger = Logger(label: "UringStreams", factory: { _ in SwiftLogNoOpLogHandler() })
 
     deinit {
         releaseMemory()
@@ -160,6 +176,24 @@ public final class EventLoop: @unchecked Sendable {
         snapshot.bytesCopiedOnSend = copiedOnSend.load(ordering: .relaxed)
         snapshot.bytesCopiedOnReceive = copiedOnReceive.load(ordering: .relaxed)
         publishedStatistics.withLock { $0 = snapshot }
+    }
+
+    /// Counts a connection a server accepted onto this loop; on the loop thread.
+    package func recordConnectionAccepted() {
+        assertInEventLoop()
+        counters.connectionsAccepted += 1
+    }
+
+    /// Counts the close of an accepted connection's socket; on the loop thread.
+    package func recordConnectionClosed() {
+        assertInEventLoop()
+        counters.connectionsClosed += 1
+    }
+
+    /// Counts a failed server-side TLS handshake; on the loop thread.
+    package func recordHandshakeFailure() {
+        assertInEventLoop()
+        counters.tlsHandshakeFailures += 1
     }
 
     /// Counts bytes the runtime copied for a send (from any thread).

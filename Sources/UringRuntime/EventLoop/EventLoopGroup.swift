@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import Synchronization
 import UringRing
 
@@ -19,10 +20,16 @@ public final class EventLoopGroup: Sendable {
     /// ``StreamError/ioUringUnavailable(_:)`` naming the cause and the fix; ``unavailableReason``
     /// tells it up front.
     ///
-    /// - Parameter loopCount: How many loops (threads) to start; values below 1 start one.
-    public convenience init(loopCount: Int) {
+    /// - Parameters:
+    ///   - loopCount: How many loops (threads) to start; values below 1 start one.
+    ///   - logger: Where the loops, and servers on them given no logger of their own, log what
+    ///     happens in the background (see ``EventLoop/logger``); disabled by default, as
+    ///     AsyncHTTPClient's `backgroundActivityLogger`.
+    public convenience init(loopCount: Int, logger: Logger = EventLoop.disabledLogger) {
         let configuration = EventLoop.Configuration()
-        self.init(loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing(configuration))
+        self.init(
+            loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing(configuration),
+            logger: logger)
     }
 
     /// Starts `loopCount` loops with `configuration` (receive buffers, zero-copy sends; see
@@ -32,20 +39,35 @@ public final class EventLoopGroup: Sendable {
     ///   - loopCount: How many loops (threads) to start; values below 1 start one.
     ///   - configuration: The loops' settings; `EventLoop.Configuration()` gives the defaults with
     ///     any environment overrides.
-    public convenience init(loopCount: Int, configuration: EventLoop.Configuration) {
-        self.init(loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing(configuration))
+    ///   - logger: Where the loops, and servers on them given no logger of their own, log; disabled
+    ///     by default.
+    public convenience init(
+        loopCount: Int, configuration: EventLoop.Configuration, logger: Logger = EventLoop.disabledLogger
+    ) {
+        self.init(
+            loopCount: loopCount, configuration: configuration, makeRing: EventLoop.defaultRing(configuration),
+            logger: logger)
     }
 
     /// Starts loops whose rings (and wake-up descriptors) come from the given factories, so tests
     /// can script the ring or make set-up fail.
     init(
         loopCount: Int, configuration: EventLoop.Configuration, makeRing: @escaping EventLoop.RingFactory,
-        makeWakeDescriptor: @escaping @Sendable () -> Int32 = SystemSupport.makeEventFD
+        makeWakeDescriptor: @escaping @Sendable () -> Int32 = SystemSupport.makeEventFD,
+        logger: Logger = EventLoop.disabledLogger
     ) {
+        // Once per group, not per loop: every loop reads the same environment.
+        configuration.logRejectedEnvironment(to: logger)
+        self.logger = logger
         threads = (0..<max(1, loopCount)).map { _ in
-            LoopThread(configuration: configuration, makeRing: makeRing, makeWakeDescriptor: makeWakeDescriptor)
+            LoopThread(
+                configuration: configuration, makeRing: makeRing, makeWakeDescriptor: makeWakeDescriptor,
+                logger: logger)
         }
     }
+
+    /// Where the group's loops log (each adds its `loop` metadata); see ``EventLoop/logger``.
+    public let logger: Logger
 
     /// Why the loops cannot do I/O, or nil when at least one of them can.
     public var unavailableReason: StreamError? {

@@ -25,6 +25,14 @@ extension EventLoop {
         public var zeroCopySends = 0
         /// Zero-copy sends that fell back to a copying send.
         public var zeroCopyFallbacks = 0
+        /// Connections servers accepted onto this loop.
+        public var connectionsAccepted = 0
+        /// Of those, the ones whose socket has closed (open = accepted - closed).
+        public var connectionsClosed = 0
+        /// Accepts on this loop's listeners that failed (`EMFILE`, `ECONNABORTED`...).
+        public var acceptErrors = 0
+        /// Server-side TLS handshakes on this loop that failed or timed out.
+        public var tlsHandshakeFailures = 0
 
         public init() {}
 
@@ -41,6 +49,10 @@ extension EventLoop {
             s.receiveRearms = a.receiveRearms + b.receiveRearms
             s.zeroCopySends = a.zeroCopySends + b.zeroCopySends
             s.zeroCopyFallbacks = a.zeroCopyFallbacks + b.zeroCopyFallbacks
+            s.connectionsAccepted = a.connectionsAccepted + b.connectionsAccepted
+            s.connectionsClosed = a.connectionsClosed + b.connectionsClosed
+            s.acceptErrors = a.acceptErrors + b.acceptErrors
+            s.tlsHandshakeFailures = a.tlsHandshakeFailures + b.tlsHandshakeFailures
             return s
         }
     }

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import UringRing
 
 /// A listening socket that accepts with one multishot accept and hands each new descriptor to
@@ -9,6 +10,7 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
     package let descriptor: ListeningDescriptor
     private let onAccept: (Int32) -> Void
     private let onClosed: () -> Void
+    private let logger: Logger
     private var armed = false
     private var stopping = false
     private var closed = false
@@ -18,11 +20,13 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
     private var unexpectedErrors = 0
 
     /// `onAccept` runs on `loop`'s thread for every accepted descriptor, which it then owns;
-    /// `onClosed` once the listener has closed its descriptor (the socket is gone then).
+    /// `onClosed` once the listener has closed its descriptor (the socket is gone then). Failed
+    /// accepts and back-offs go to `logger`.
     package init(
-        loop: EventLoop, descriptor: ListeningDescriptor, onAccept: @escaping (Int32) -> Void,
+        loop: EventLoop, descriptor: ListeningDescriptor, logger: Logger, onAccept: @escaping (Int32) -> Void,
         onClosed: @escaping () -> Void
     ) {
+        self.logger = logger
         self.loop = loop
         self.descriptor = descriptor
         self.onAccept = onAccept
@@ -88,18 +92,30 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
             // Cancelled without our asking (the loop is stopping): done.
             close()
         case EMFILE, ENFILE, ENOBUFS, ENOMEM:
-            // Out of descriptors or memory: retry after a second, as asyncio does, instead of spinning.
+            // Out of descriptors or memory: retry after a second, as asyncio does, instead of
+            // spinning; asyncio logs this at error ("socket.accept() out of system resource").
+            loop.counters.acceptErrors += 1
+            logger.error(
+                "accept failed: out of system resources; accepting again in 1 s",
+                metadata: [
+                    "error": "\(StreamError.system(errno: -result, operation: "accept"))", "listener": "\(address)",
+                ])
             retryLater(after: .seconds(1))
         case let error where error > 0:
             // Anything else (a connection that failed while queued: ECONNABORTED, EPROTO, EPERM
             // from a firewall...) is about one connection: accept again, but back off when it
             // keeps coming, so a persistent error cannot make the loop spin.
+            loop.counters.acceptErrors += 1
             unexpectedErrors += 1
-            if unexpectedErrors < 3 {
-                start()
-            } else {
-                retryLater(after: .milliseconds(min(1000, 10 << min(unexpectedErrors - 3, 7))))
-            }
+            let delay =
+                unexpectedErrors < 3 ? nil : Duration.milliseconds(min(1000, 10 << min(unexpectedErrors - 3, 7)))
+            logger.error(
+                "accept failed",
+                metadata: [
+                    "error": "\(StreamError.system(errno: error, operation: "accept"))", "listener": "\(address)",
+                    "retry-in": "\(delay ?? .zero)",
+                ])
+            if let delay { retryLater(after: delay) } else { start() }
         default:
             // The kernel ended the multishot accept on its own (a full completion queue): again.
             start()
@@ -115,6 +131,12 @@ package final class Listener: CompletionTarget, LoopResource, @unchecked Sendabl
         armed = false
         stopping = true
         finishIfIdle()
+    }
+
+    /// The listening address for log text (only on the error path: it takes a system call).
+    private var address: String {
+        let local = descriptor.withOpenDescriptor { SocketDescriptor.localAddress(of: $0) } ?? nil
+        return local.map { "\($0)" } ?? "closed"
     }
 
     private func retryLater(after delay: Duration) {
