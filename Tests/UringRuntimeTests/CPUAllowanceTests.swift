@@ -39,6 +39,26 @@ struct CPUAllowanceTests {
         #expect(CPUAllowance.cgroupV2Path("1:cpu:/x\n") == nil)
     }
 
+    @Test func theSmallestQuotaAlongTheCgroupPathCounts() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("cgroup-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let pod = root + "/kubepods/pod1"
+        let container = pod + "/ctr"
+        try FileManager.default.createDirectory(atPath: container, withIntermediateDirectories: true)
+        try "max 100000\n".write(toFile: root + "/cpu.max", atomically: true, encoding: .utf8)
+        try "150000 100000\n".write(toFile: pod + "/cpu.max", atomically: true, encoding: .utf8)
+        try "400000 100000\n".write(toFile: container + "/cpu.max", atomically: true, encoding: .utf8)
+        #expect(CPUAllowance.cgroupQuota(root: root, membership: "0::/kubepods/pod1/ctr\n") == 2)
+        // Unlimited all the way up: no quota.
+        #expect(CPUAllowance.cgroupQuota(root: root, membership: "0::/\n") == nil)
+        // cgroup v1 files under the cpu controller's mount.
+        let v1 = root + "/cpu,cpuacct/docker/abc"
+        try FileManager.default.createDirectory(atPath: v1, withIntermediateDirectories: true)
+        try "300000\n".write(toFile: v1 + "/cpu.cfs_quota_us", atomically: true, encoding: .utf8)
+        try "100000\n".write(toFile: v1 + "/cpu.cfs_period_us", atomically: true, encoding: .utf8)
+        #expect(CPUAllowance.cgroupQuota(root: root, membership: "4:cpu,cpuacct:/docker/abc\n") == 3)
+    }
+
     @Test func liveCountIsWithinTheAffinityMask() throws {
         let affinity = try #require(SystemSupport.affinityCPUCount())
         let count = EventLoopGroup.defaultLoopCount

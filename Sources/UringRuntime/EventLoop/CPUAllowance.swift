@@ -15,12 +15,28 @@ enum CPUAllowance {
 
     /// The CPU quota of the process's cgroup (v2 `cpu.max`, else v1 `cpu.cfs_quota_us` over
     /// `cpu.cfs_period_us`), rounded up; nil when there is none or it cannot be read.
-    static func cgroupQuota(root: String = "/sys/fs/cgroup") -> Int? {
-        guard let membership = readSmallFile("/proc/self/cgroup") else { return nil }
-        if let path = cgroupV2Path(membership),
-            let contents = readSmallFile(root + (path == "/" ? "" : path) + "/cpu.max")
-        {
-            return quota(cpuMax: contents)
+    ///
+    /// - Parameters:
+    ///   - root: Where the cgroup file system is mounted (tests point it at a fixture tree).
+    ///   - membership: `/proc/self/cgroup`'s contents; nil reads them.
+    static func cgroupQuota(root: String = "/sys/fs/cgroup", membership: String? = nil) -> Int? {
+        guard let membership = membership ?? readSmallFile("/proc/self/cgroup") else { return nil }
+        if let path = cgroupV2Path(membership) {
+            // A quota on any ancestor limits this cgroup too (a Kubernetes pod's limit sits one
+            // level above its containers'): the smallest along the path counts.
+            var quota: Int?
+            var found = false
+            var components = path.split(separator: "/").map(String.init)
+            while true {
+                let directory = root + components.map { "/" + $0 }.joined()
+                if let contents = readSmallFile(directory + "/cpu.max") {
+                    found = true
+                    if let level = self.quota(cpuMax: contents) { quota = min(quota ?? level, level) }
+                }
+                if components.isEmpty { break }
+                components.removeLast()
+            }
+            if found { return quota }
         }
         // cgroup v1: the cpu controller's hierarchy, mounted at <root>/cpu (or cpu,cpuacct).
         if let path = cgroupV1Path(membership, controller: "cpu") {
