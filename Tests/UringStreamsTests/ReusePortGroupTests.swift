@@ -69,6 +69,28 @@ struct ReusePortGroupTests {
         }
     }
 
+    @Test func everyInterfaceWithPortZeroListsEachSocketOnce() async throws {
+        try await withDeadline(20) {
+            let group = EventLoopGroup(loopCount: 2)
+            // nil host: one socket per family (IPv4, and IPv6 where the kernel has it), per loop.
+            let server = try await startServer(host: nil, port: 0, reusePort: true, on: group) { reader, writer in
+                await echoLinesUntilEOF(reader, writer)
+            }
+            // As asyncio: port 0 gives each family's socket its own free port; every loop's copy
+            // of a socket shares that socket's port, and each address is listed once.
+            #expect(server.addresses.allSatisfy { $0.port != 0 })
+            #expect(Set(server.addresses.map(\.family)).count == server.addresses.count)
+            let inet = try #require(server.addresses.first { $0.family == .inet })
+            let (reader, writer) = try await openConnection(host: "127.0.0.1", port: inet.port)
+            #expect(try await roundTrip("hi\n", reader: reader, writer: writer) == "hi\n")
+            writer.close()
+            try await writer.waitClosed()
+            server.close()
+            await server.waitClosed()
+            try await group.shutdown()
+        }
+    }
+
     @Test func withoutReusePortOneLoopAcceptsAndSpreads() async throws {
         try await withDeadline(20) {
             let group = EventLoopGroup(loopCount: 2)
