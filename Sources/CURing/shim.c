@@ -9,6 +9,8 @@
 #include <sys/eventfd.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 unsigned curing_reap(struct io_uring *ring, curing_cqe *out, unsigned max) {
@@ -81,3 +83,25 @@ int curing_dup3_cloexec(int from, int to) { return dup3(from, to, O_CLOEXEC); }
 void curing_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
 
 int curing_errno(void) { return errno; }
+
+int curing_affinity_cpu_count(void) {
+    // Start at 1024 CPUs (glibc's cpu_set_t) and grow on EINVAL: machines with more exist.
+    for (size_t cpus = 1024; cpus <= 1u << 20; cpus *= 2) {
+        size_t size = CPU_ALLOC_SIZE(cpus);
+        cpu_set_t *set = CPU_ALLOC(cpus);
+        if (set == NULL) return -1;
+        if (sched_getaffinity(0, size, set) == 0) {
+            int count = CPU_COUNT_S(size, set);
+            CPU_FREE(set);
+            return count;
+        }
+        int saved = errno;
+        CPU_FREE(set);
+        if (saved != EINVAL) {
+            errno = saved;
+            return -1;
+        }
+    }
+    errno = EINVAL;
+    return -1;
+}

@@ -13,6 +13,13 @@ public enum SystemSupport {
         curing_dup3_cloexec(source, target)
     }
 
+    /// How many CPUs the calling thread's affinity mask allows (`sched_getaffinity`), or nil when
+    /// it cannot be read.
+    public static func affinityCPUCount() -> Int? {
+        let count = curing_affinity_cpu_count()
+        return count > 0 ? Int(count) : nil
+    }
+
     /// Names the calling thread (at most 15 bytes are kept).
     public static func setThreadName(_ name: String) {
         curing_set_thread_name(String(name.utf8.prefix(15))!)

@@ -16,7 +16,8 @@ import Logging
 ///   - backlog: The listen backlog.
 ///   - tls: TLS settings (a `.server` configuration).
 ///   - reuseAddress: `SO_REUSEADDR`; default true, as asyncio on POSIX.
-///   - reusePort: `SO_REUSEPORT`; default false.
+///   - reusePort: `SO_REUSEPORT`; default false. On a group of several loops each loop listens with
+///     sockets of its own, as for `startServer`.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s.

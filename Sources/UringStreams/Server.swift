@@ -41,12 +41,20 @@ public final class Server: Sendable {
         var isIdleAfterClose: Bool { closed && openListeners == 0 && connections.isEmpty }
     }
 
-    /// The addresses the server listens on; empty once closed (asyncio `server.sockets`).
+    /// The addresses the server listens on, one per listening address; empty once closed (asyncio
+    /// `server.sockets`). A `reusePort` server on several loops has a socket per loop for each
+    /// address; each address is listed once, as asyncio lists one socket per address.
     public var addresses: [SocketAddress] { state.withLock { $0.closed } ? [] : boundAddresses }
     private let boundAddresses: [SocketAddress]
     private let descriptors: [ListeningDescriptor]
     private let listeners = Locked<[Listener]>([])
-    private let listenerLoop: EventLoop
+    /// The loop each descriptor accepts on, in the order of `descriptors`.
+    private let listenerLoops: [EventLoop]
+    /// Each listener serves what it accepts on its own loop (`reusePort` on a group) instead of
+    /// passing connections round robin over `connectionLoops`.
+    private let acceptsPerLoop: Bool
+    /// The loop of the first listener: the one that accepts for all when not `acceptsPerLoop`.
+    private var listenerLoop: EventLoop { listenerLoops[0] }
     private let connectionLoops: [EventLoop]
     private let nextLoop = Atomic<Int>(0)
     private let backlog: Int
@@ -58,21 +66,26 @@ public final class Server: Sendable {
     /// Where failed accepts and handshakes are logged.
     let logger: Logger
 
+    /// `publishedCount` leading descriptors are the ones `addresses` lists (the rest are other
+    /// loops' copies of them).
     init(
-        descriptors: [Int32], listenerLoop: EventLoop, connectionLoops: [EventLoop], backlog: Int,
-        unixSocket: (path: String, inode: UInt)?, logger: Logger, starter: ConnectionStarter
+        descriptors: [Int32], listenerLoops: [EventLoop], acceptsPerLoop: Bool, publishedCount: Int,
+        connectionLoops: [EventLoop], backlog: Int, unixSocket: (path: String, inode: UInt)?,
+        logger: Logger, starter: ConnectionStarter
     ) {
+        precondition(listenerLoops.count == descriptors.count && !descriptors.isEmpty)
         self.logger = logger
         self.descriptors = descriptors.map(ListeningDescriptor.init)
-        boundAddresses = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
-        self.listenerLoop = listenerLoop
+        boundAddresses = descriptors.prefix(publishedCount).compactMap { SocketDescriptor.localAddress(of: $0) }
+        self.listenerLoops = listenerLoops
+        self.acceptsPerLoop = acceptsPerLoop
         self.connectionLoops = connectionLoops
         self.backlog = backlog
         self.unixSocket = unixSocket
         self.starter = starter
         var sweeps: [ObjectIdentifier: IdleSweep] = [:]
         if let timeout = starter.idleTimeout {
-            for loop in connectionLoops + [listenerLoop] {
+            for loop in connectionLoops + listenerLoops where sweeps[ObjectIdentifier(loop)] == nil {
                 sweeps[ObjectIdentifier(loop)] = IdleSweep(loop: loop, timeout: timeout)
             }
         }
@@ -106,17 +119,17 @@ public final class Server: Sendable {
         state.withLock { state in
             if !state.closed { state.serving = true }
         }
-        let made = descriptors.map { descriptor in
+        let made = zip(descriptors, listenerLoops).map { descriptor, loop in
             Listener(
-                loop: listenerLoop, descriptor: descriptor, logger: logger,
-                onAccept: { [self] accepted in self.accepted(accepted) },
+                loop: loop, descriptor: descriptor, logger: logger,
+                onAccept: { [self] accepted in self.accepted(accepted, acceptedOn: loop) },
                 onClosed: { [self] in listenerClosed() })
         }
         state.withLock { $0.openListeners += made.count }
         listeners.withLock { $0 = made }
         // A close() that comes meanwhile releases the descriptors: those listeners then close
         // instead of accepting.
-        runOnListenerLoop { for listener in made { listener.start() } }
+        onListenerLoops(made) { $0.start() }
     }
 
     /// Whether the server accepts connections (asyncio `is_serving()`).
@@ -143,7 +156,7 @@ public final class Server: Sendable {
         for descriptor in descriptors { descriptor.release() }
         // A Unix socket's accept does not end when its socket is shut down: cancel it too.
         let running = listeners.withLock { $0 }
-        if !running.isEmpty { runOnListenerLoop { for listener in running { listener.close() } } }
+        onListenerLoops(running) { $0.close() }
         waiter.resume()
         finishIfIdle()
     }
@@ -281,12 +294,32 @@ public final class Server: Sendable {
 
     // MARK: Connections
 
-    private func runOnListenerLoop(_ work: @escaping @Sendable () -> Void) {
-        if listenerLoop.inEventLoop { work() } else { listenerLoop.execute(work) }
+    /// Runs `work` for each listener on that listener's loop, one hop per loop.
+    private func onListenerLoops(_ listeners: [Listener], _ work: @escaping @Sendable (Listener) -> Void) {
+        var byLoop: [ObjectIdentifier: (loop: EventLoop, listeners: [Listener])] = [:]
+        var order: [ObjectIdentifier] = []
+        for listener in listeners {
+            let key = ObjectIdentifier(listener.loop)
+            if byLoop[key] == nil { order.append(key) }
+            byLoop[key, default: (listener.loop, [])].listeners.append(listener)
+        }
+        for key in order {
+            let (loop, group) = byLoop[key]!
+            if loop.inEventLoop {
+                for listener in group { work(listener) }
+            } else {
+                loop.execute { for listener in group { work(listener) } }
+            }
+        }
     }
 
-    /// A descriptor the listener accepted; on the listener's loop.
-    private func accepted(_ fd: Int32) {
+    /// A descriptor a listener accepted; on that listener's loop, `acceptingLoop`.
+    private func accepted(_ fd: Int32, acceptedOn acceptingLoop: EventLoop) {
+        if acceptsPerLoop {
+            // The kernel already picked this loop by picking its socket: no hand-off.
+            serve(fd, on: acceptingLoop)
+            return
+        }
         let loop = nextConnectionLoop()
         if loop === listenerLoop {
             serve(fd, on: loop)

@@ -14,7 +14,11 @@ import Logging
 ///     handshake has finished; connections whose handshake fails are closed without it.
 ///   - reuseAddress: `SO_REUSEADDR`; default true, as asyncio on POSIX.
 ///   - reusePort: `SO_REUSEPORT`: lets several sockets (servers, processes) bind the same port;
-///     the kernel spreads connections over them. Default false.
+///     the kernel spreads connections over them. Default false. On a group of several loops it
+///     also gives each loop listening sockets of its own, so the kernel hands each connection
+///     straight to one loop and no loop accepts for the others (without it, one loop accepts and
+///     passes connections round robin). With port 0 the first loop's sockets get the free ports
+///     and the other loops' sockets bind the same ones.
 ///   - tlsHandshakeTimeout: The TLS handshake deadline (TLS only); default 60 s.
 ///   - tlsShutdownTimeout: How long closing a connection waits for the peer's close_notify (TLS
 ///     only) before it aborts; default 30 s (asyncio `ssl_shutdown_timeout`).
@@ -28,7 +32,8 @@ import Logging
 ///     means the loop's ``EventLoop/logger``, disabled unless its group was given one.
 ///   - group: The loops connections live on; nil means the caller's loop, or the shared group.
 ///   - clientConnected: Runs as a task on the connection's loop.
-/// - Returns: The server.
+/// - Returns: The server; its ``Server/addresses`` lists each address once, also when every loop
+///   listens on it with a socket of its own.
 /// - Throws: ``StreamError/invalidArgument(_:)`` for a bad limit, port, family, idle timeout or TLS argument
 ///   (including certificate or key files that cannot be loaded); the resolver's error for an
 ///   unknown host; a bind error naming the address (`EADDRINUSE` as
@@ -163,12 +168,78 @@ func makeServer(
 ) async throws -> Server {
     let host = host?.isEmpty == true ? nil : host
     let addresses = try await Resolver.resolve(host: host, port: port, family: family, passive: true)
+    let loops = serverLoops(group)
+    if reusePort == true, loops.connections.count > 1 {
+        return try await makePerLoopServer(
+            addresses: addresses, loops: loops.connections, backlog: backlog, reuseAddress: reuseAddress ?? true,
+            startServing: startServing, logger: logger, starter: starter)
+    }
     let descriptors = try SocketDescriptor.bindForListening(
         addresses, reuseAddress: reuseAddress ?? true, reusePort: reusePort ?? false)
     return try await makeServer(
         descriptors: descriptors, backlog: backlog, unixSocket: nil, startServing: startServing, group: group,
         logger: logger,
         starter: starter)
+}
+
+/// A `reusePort` server on several loops: every loop that can do I/O gets its own copy of the
+/// listening sockets and serves what it accepts itself, so the kernel's `SO_REUSEPORT` spreading
+/// replaces the cross-thread hand-off of one accepting loop.
+private func makePerLoopServer(
+    addresses: [SocketAddress], loops: [EventLoop], backlog: Int, reuseAddress: Bool, startServing: Bool,
+    logger: Logger?, starter: ConnectionStarter
+) async throws -> Server {
+    var usable: [EventLoop] = []
+    var firstError: (any Error)?
+    for loop in loops {
+        do {
+            try await loop.ensureRing()
+            usable.append(loop)
+        } catch {
+            firstError = firstError ?? error
+        }
+    }
+    guard let first = usable.first else { throw firstError ?? StreamError.serverClosed }
+    var descriptors = try SocketDescriptor.bindForListening(addresses, reuseAddress: reuseAddress, reusePort: true)
+    var listenerLoops = Array(repeating: first, count: descriptors.count)
+    // The first set's bound addresses carry the ports the kernel picked for port 0; the other
+    // loops bind exactly those, so every copy shares its port.
+    let bound = descriptors.compactMap { SocketDescriptor.localAddress(of: $0) }
+    let published = descriptors.count
+    do {
+        guard bound.count == descriptors.count else {
+            throw StreamError.system(errno: errno, operation: "getsockname")
+        }
+        for loop in usable.dropFirst() {
+            let copies = try SocketDescriptor.bindForListening(bound, reuseAddress: reuseAddress, reusePort: true)
+            descriptors += copies
+            listenerLoops += Array(repeating: loop, count: copies.count)
+        }
+    } catch {
+        for fd in descriptors { close(fd) }
+        throw error
+    }
+    let server = Server(
+        descriptors: descriptors, listenerLoops: listenerLoops, acceptsPerLoop: true, publishedCount: published,
+        connectionLoops: usable, backlog: backlog, unixSocket: nil, logger: logger ?? usable[0].logger,
+        starter: starter)
+    if startServing {
+        do {
+            try await server.startServing()
+        } catch {
+            server.close()
+            throw error
+        }
+    }
+    return server
+}
+
+/// The loop that accepts for a server and the loops its connections live on: the group's, else
+/// the caller's own loop, else the shared group's.
+private func serverLoops(_ group: EventLoopGroup?) -> (listener: EventLoop, connections: [EventLoop]) {
+    if let group { return (group.nextAvailable(), group.loops) }
+    if let current = EventLoop.current { return (current, [current]) }
+    return (EventLoopGroup.shared.nextAvailable(), EventLoopGroup.shared.loops)
 }
 
 /// A server on a bound socket the caller hands over.
@@ -211,18 +282,7 @@ func makeServer(
     group: EventLoopGroup?, logger: Logger?,
     starter: ConnectionStarter
 ) async throws -> Server {
-    let listenerLoop: EventLoop
-    let connectionLoops: [EventLoop]
-    if let group {
-        listenerLoop = group.nextAvailable()
-        connectionLoops = group.loops
-    } else if let current = EventLoop.current {
-        listenerLoop = current
-        connectionLoops = [current]
-    } else {
-        listenerLoop = EventLoopGroup.shared.nextAvailable()
-        connectionLoops = EventLoopGroup.shared.loops
-    }
+    let (listenerLoop, connectionLoops) = serverLoops(group)
     do {
         try await listenerLoop.ensureRing()
     } catch {
@@ -230,8 +290,9 @@ func makeServer(
         throw error
     }
     let server = Server(
-        descriptors: descriptors, listenerLoop: listenerLoop, connectionLoops: connectionLoops, backlog: backlog,
-        unixSocket: unixSocket, logger: logger ?? listenerLoop.logger, starter: starter)
+        descriptors: descriptors, listenerLoops: Array(repeating: listenerLoop, count: descriptors.count),
+        acceptsPerLoop: false, publishedCount: descriptors.count, connectionLoops: connectionLoops,
+        backlog: backlog, unixSocket: unixSocket, logger: logger ?? listenerLoop.logger, starter: starter)
     if startServing {
         do {
             try await server.startServing()

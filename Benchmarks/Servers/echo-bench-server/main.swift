@@ -24,6 +24,8 @@ struct EchoBenchServer: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port; 0 picks a free one.") var port = 0
     @Option(help: "Event loops (threads) connections are spread over.") var loops = 1
+    @Flag(help: "One listening socket per loop (SO_REUSEPORT): the kernel spreads connections.")
+    var reusePort = false
     @Option(help: "The readers' limit (asyncio's default 64 KiB).") var limit = 65_536
     @Option(help: "Bytes each read asks for (asyncio's echo example: 65536).") var readSize = 65_536
     @Option(help: "Write-buffer high-water mark; nil keeps asyncio's 64 KiB.") var writeHigh: Int?
@@ -46,7 +48,9 @@ struct EchoBenchServer: AsyncParsableCommand {
         let server: Server
         switch api {
         case .streams:
-            server = try await startServer(host: host, port: port, limit: limit, tls: tls, on: group) {
+            server = try await startServer(
+                host: host, port: port, limit: limit, tls: tls, reusePort: reusePort, on: group
+            ) {
                 reader, writer in
                 if let writeHigh { writer.transport.setWriteBufferLimits(high: writeHigh) }
                 do {
@@ -62,7 +66,7 @@ struct EchoBenchServer: AsyncParsableCommand {
                 writer.close()
             }
         case .protocol:
-            server = try await createServer(host: host, port: port, tls: tls, on: group) {
+            server = try await createServer(host: host, port: port, tls: tls, reusePort: reusePort, on: group) {
                 EchoProtocol(writeHigh: writeHigh)
             }
         }

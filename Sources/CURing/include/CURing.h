@@ -97,4 +97,8 @@ void curing_set_thread_name(const char *name);
 /// errno as a plain function: Swift's Glibc errno accessor is not usable from every context.
 int curing_errno(void);
 
+/// CPUs in the calling thread's affinity mask (sched_getaffinity), or -1 with errno set. A C
+/// helper because CPU_COUNT is a macro over a mask whose size the kernel may exceed.
+int curing_affinity_cpu_count(void);
+
 #endif

@@ -45,6 +45,63 @@ extension EventLoop {
         return try result.get()
     }
 
+    /// Starts a group of `loopCount` loops, runs `body` on the first of them with the group, and
+    /// blocks the calling thread until `body` finishes; then shuts the group down and returns
+    /// `body`'s result. The one-line `main` of a server that uses every core:
+    ///
+    /// ```swift
+    /// try EventLoop.run { group in
+    ///     let server = try await startServer(host: nil, port: 8080, reusePort: true, on: group) { r, w in ... }
+    ///     try await server.serveForever()
+    /// }
+    /// ```
+    ///
+    /// Call it from a plain thread (a synchronous `main`), never from a task: it blocks its thread.
+    ///
+    /// - Parameters:
+    ///   - loopCount: How many loops (threads); default ``EventLoopGroup/defaultLoopCount``, the
+    ///     CPUs this process may use (affinity and cgroup quota). Values below 1 start one.
+    ///   - configuration: The loops' settings; default `Configuration()` (the defaults with any
+    ///     environment overrides).
+    ///   - body: The main task; it starts on the group's first loop and gets the group, to hand
+    ///     to `startServer(..., on:)` and the like so work spreads over every loop.
+    /// - Returns: What `body` returned.
+    /// - Throws: What `body` threw; ``StreamError/ioUringUnavailable(_:)`` when no loop of the
+    ///   group can do I/O here; ``StreamError/invalidArgument(_:)`` when called from a running loop.
+    ///
+    /// Corresponds to asyncio `asyncio.run(main())` with one loop per core (asyncio has no group).
+    public static func run<T: Sendable>(
+        loopCount: Int = EventLoopGroup.defaultLoopCount, configuration: Configuration = Configuration(),
+        _ body: @escaping @Sendable (EventLoopGroup) async throws -> T
+    ) throws -> T {
+        guard current == nil else {
+            throw StreamError.invalidArgument("EventLoop.run cannot be called from a running event loop")
+        }
+        let group = EventLoopGroup(loopCount: loopCount, configuration: configuration)
+        if let reason = group.unavailableReason {
+            // Nothing could do I/O: say so now rather than from the first stream call.
+            let done = DoneSignal()
+            Task {
+                try? await group.shutdown()
+                done.post()
+            }
+            done.wait()
+            throw reason
+        }
+        let outcome = Locked<Result<T, any Error>?>(nil)
+        let done = DoneSignal()
+        Task(executorPreference: group.loops[0]) {
+            let result: Result<T, any Error>
+            do { result = .success(try await body(group)) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            // The group's threads must be gone before `run` returns, as asyncio.run closes its loop.
+            try? await group.shutdown()
+            done.post()
+        }
+        done.wait()
+        return try outcome.withLock { $0 }!.get()
+    }
+
     /// A factory of real rings sized as `configuration` says.
     static func defaultRing(_ configuration: Configuration) -> RingFactory {
         let entries = configuration.validated.ringEntries
@@ -129,4 +186,15 @@ final class LoopThread: @unchecked Sendable {
             if done { continuation.resume() }
         }
     }
+}
+
+/// A one-shot signal a plain thread waits on while a task finishes.
+private final class DoneSignal: @unchecked Sendable {
+    // Sendable: a sem_t is made for use across threads; it is only initialized and destroyed
+    // here, with no waiter or poster alive.
+    private var semaphore = sem_t()
+    init() { sem_init(&semaphore, 0, 0) }
+    deinit { sem_destroy(&semaphore) }
+    func post() { sem_post(&semaphore) }
+    func wait() { while sem_wait(&semaphore) != 0 {} }
 }

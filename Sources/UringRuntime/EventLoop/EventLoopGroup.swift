@@ -75,9 +75,20 @@ public final class EventLoopGroup: Sendable {
         return reasons.contains { $0 == nil } ? nil : reasons.first ?? nil
     }
 
-    /// The group shared by every caller that is not on a loop: one loop per core, started on first
-    /// use and never shut down.
-    public static let shared = EventLoopGroup(loopCount: max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// The group shared by every caller that is not on a loop: ``defaultLoopCount`` loops, started
+    /// on first use and never shut down.
+    public static let shared = EventLoopGroup(loopCount: defaultLoopCount)
+
+    /// How many loops a group that should use every core gets: the CPUs this process may run on.
+    ///
+    /// The fewer of the CPUs in the process's affinity mask (`sched_getaffinity`, as `taskset` or
+    /// a container's cpuset sets it) and its cgroup's CPU quota (cgroup v2 `cpu.max`, or v1
+    /// `cpu.cfs_quota_us` / `cpu.cfs_period_us`; a quota of 1.5 CPUs counts as 2), and at least
+    /// 1. Not the machine's online CPU count: a container allowed two CPUs of a 64-core host gets
+    /// two loops, not 64 threads sharing two CPUs' worth of time. Read each time it is asked.
+    ///
+    /// Corresponds to Python's `os.process_cpu_count()` (3.13), narrowed by the cgroup quota.
+    public static var defaultLoopCount: Int { CPUAllowance.current() }
 
     /// The next loop, round robin.
     public func next() -> EventLoop {
