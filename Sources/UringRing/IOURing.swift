@@ -238,6 +238,13 @@ public final class IOURing: RingBackend {
         return ProvidedBufferRingMemory(base: UnsafeMutableRawPointer(memory), entries: entries, group: group)
     }
 
+    /// Registers and drops a one-entry provided-buffer ring, so a kernel (or filter) that allows
+    /// io_uring but not buffer rings is found when the backend is chosen, not at the first receive.
+    /// - Throws: What ``registerBufferRing(entries:group:incremental:)`` throws.
+    public func checkBufferRings() throws(RingError) {
+        unregisterBufferRing(try registerBufferRing(entries: 1, group: UInt16.max, incremental: false))
+    }
+
     public func unregisterBufferRing(_ memory: ProvidedBufferRingMemory) {
         _ = curing_free_buf_ring(
             ring, memory.base.assumingMemoryBound(to: io_uring_buf_ring.self), UInt32(memory.entries),

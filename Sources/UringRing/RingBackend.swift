@@ -27,6 +27,8 @@ public protocol RingBackend: AnyObject {
     var pendingSubmissions: Int { get }
     /// Counters of ring traffic since creation.
     var counters: RingCounters { get }
+    /// io_uring, or the epoll fallback.
+    var kind: RingBackendKind { get }
 }
 
 /// Ring traffic counted where it happens.
@@ -47,4 +49,17 @@ public struct RingFeatures: Sendable, Equatable {
         self.receiveBundles = receiveBundles
         self.zeroCopySend = zeroCopySend
     }
+}
+
+/// Which mechanism a backend uses to do I/O.
+public enum RingBackendKind: Sendable {
+    /// io_uring: the kernel performs operations and posts completions.
+    case ioUring
+    /// epoll readiness, with the operations performed by ``EpollBackend`` (where io_uring is blocked).
+    case epoll
+}
+
+extension RingBackend {
+    /// io_uring unless the backend says otherwise (test doubles stand in for a ring).
+    public var kind: RingBackendKind { .ioUring }
 }

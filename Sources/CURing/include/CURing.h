@@ -26,6 +26,7 @@
 #include <sched.h>
 #include <stdint.h>
 #include <liburing.h>
+#include "curing_epoll.h"
 
 // Flag values whose liburing definitions are expressions Swift does not import.
 enum {

@@ -39,6 +39,10 @@ extension EventLoop {
         /// (`URINGSTREAMS_ZERO_COPY_LOCAL=1`; for measuring and testing).
         public var zeroCopyLocalSends = false
 
+        /// Which backend loops use (`URINGSTREAMS_BACKEND`: `automatic`, `io_uring` or `epoll`):
+        /// by default io_uring where it works, epoll where it is blocked.
+        public var backend = Backend.automatic
+
         /// Environment values that were set but not used (not a number, or out of range), with
         /// why; logged once when a group or ``EventLoop/run(logger:_:)`` starts with them.
         var rejectedEnvironment: [String] = []
@@ -71,6 +75,14 @@ extension EventLoop {
             if let flag = read(environment, "URINGSTREAMS_ZERO_COPY_LOCAL") { zeroCopyLocalSends = flag != 0 }
             if let entries = read(environment, "URINGSTREAMS_RING_ENTRIES", "1...32768", { $0 > 0 && $0 <= 32768 }) {
                 ringEntries = UInt32(entries)
+            }
+            if let text = environment("URINGSTREAMS_BACKEND") {
+                if let choice = Backend(rawValue: text.lowercased()) {
+                    backend = choice
+                } else {
+                    let names = Backend.allCases.map(\.rawValue).joined(separator: ", ")
+                    rejectedEnvironment.append("URINGSTREAMS_BACKEND=\(text) ignored: expected one of \(names)")
+                }
             }
             if let limit = read(environment, "URINGSTREAMS_MULTISHOT_RECEIVE_LIMIT", "0 or more", { $0 >= 0 }) {
                 multishotReceiveLimit = limit

@@ -54,6 +54,7 @@ extension EventLoop {
         }
         // Under the inbox lock: other threads read it there to wake the loop.
         setWakeDescriptor(fd)
+        recordBackend(ring)
         availability.withLock { $0 = .ready }
         return nil
     }

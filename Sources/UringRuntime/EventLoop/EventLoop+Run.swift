@@ -12,7 +12,7 @@ extension EventLoop {
     ///   - body: The main task; it and whatever it awaits run on the new loop.
     /// - Returns: What `body` returned.
     /// - Throws: What `body` threw; ``StreamError/ioUringUnavailable(_:)`` when io_uring cannot be
-    ///   used here; ``StreamError/invalidArgument(_:)`` when called from a running loop.
+    ///   used here and `URINGSTREAMS_BACKEND=io_uring` forbids the epoll fallback; ``StreamError/invalidArgument(_:)`` when called from a running loop.
     ///
     /// Corresponds to asyncio `asyncio.run(main())`.
     public static func run<T: Sendable>(
@@ -27,7 +27,8 @@ extension EventLoop {
             id: nextLoopID(), configuration: configuration, makeRing: defaultRing(configuration), logger: logger)
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()
         defer { CurrentLoopSlot.value = nil }
-        loop.logger.debug("event loop started")
+        logFallback(of: [loop], to: logger)
+        loop.logger.debug("event loop started", metadata: ["backend": "\(loop.backend?.rawValue ?? "none")"])
         defer { loop.logger.debug("event loop stopped") }
         let outcome = Locked<Result<T, any Error>?>(nil)
         Task(executorPreference: loop) {
@@ -67,7 +68,7 @@ extension EventLoop {
     ///     to `startServer(..., on:)` and the like so work spreads over every loop.
     /// - Returns: What `body` returned.
     /// - Throws: What `body` threw; ``StreamError/ioUringUnavailable(_:)`` when no loop of the
-    ///   group can do I/O here; ``StreamError/invalidArgument(_:)`` when called from a running loop.
+    ///   group can do I/O here (io_uring blocked and the backend forced to it); ``StreamError/invalidArgument(_:)`` when called from a running loop.
     ///
     /// Corresponds to asyncio `asyncio.run(main())` with one loop per core (asyncio has no group).
     public static func run<T: Sendable>(
@@ -102,10 +103,14 @@ extension EventLoop {
         return try outcome.withLock { $0 }!.get()
     }
 
-    /// A factory of real rings sized as `configuration` says.
+    /// A factory of the backend `configuration` asks for, io_uring sized as it says.
     static func defaultRing(_ configuration: Configuration) -> RingFactory {
         let entries = configuration.validated.ringEntries
-        return { () throws(RingError) -> any RingBackend in try IOURing(entries: entries) }
+        return backendFactory(configuration.backend) { () throws(RingError) -> any RingBackend in
+            let ring = try IOURing(entries: entries)
+            try ring.checkBufferRings()
+            return ring
+        }
     }
 
     private static let loopIDs = Atomic<Int>(0)
@@ -162,7 +167,9 @@ final class LoopThread: @unchecked Sendable {
         CurrentLoopSlot.value = Unmanaged.passUnretained(loop).toOpaque()
         self.loop = loop
         sem_post(&started)
-        loop.logger.debug("event loop started", metadata: ["io": "\(loop.unavailable.map { "\($0)" } ?? "io_uring")"])
+        loop.logger.debug(
+            "event loop started",
+            metadata: ["backend": "\(loop.unavailable.map { "none: \($0)" } ?? loop.backend?.rawValue ?? "none")"])
         loop.runLoop { false }
         loop.logger.debug("event loop stopped")
         CurrentLoopSlot.value = nil

@@ -39,6 +39,8 @@ public final class EventLoop: @unchecked Sendable {
     private let afterStop = Locked(AfterStop())
     let availability: Locked<Availability>
     private let publishedStatistics = Locked(Statistics())
+    /// Why the loop fell back to epoll (see ``backendFallbackReason``).
+    let fallbackReason = Locked<String?>(nil)
     private let stopRequested = Atomic<Bool>(false)
     // Copies can happen on any thread (a foreign task writing an array, a reader joining chunks).
     private let copiedOnSend = Atomic<Int>(0)
@@ -173,6 +175,7 @@ public final class EventLoop: @unchecked Sendable {
         snapshot.submissions = ringCounters.submissions
         snapshot.enterCalls = ringCounters.enterCalls
         snapshot.completions = ringCounters.completions
+        snapshot.backend = ring?.kind.backend
         snapshot.bytesCopiedOnSend = copiedOnSend.load(ordering: .relaxed)
         snapshot.bytesCopiedOnReceive = copiedOnReceive.load(ordering: .relaxed)
         publishedStatistics.withLock { $0 = snapshot }

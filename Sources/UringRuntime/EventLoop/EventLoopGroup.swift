@@ -16,9 +16,11 @@ public final class EventLoopGroup: Sendable {
     /// Starts `loopCount` loops (at least one), each on a new thread.
     ///
     /// When io_uring cannot be used here (no kernel support, the `io_uring_disabled` sysctl, a
-    /// seccomp filter), the loops still run tasks, and every stream operation on them throws
-    /// ``StreamError/ioUringUnavailable(_:)`` naming the cause and the fix; ``unavailableReason``
-    /// tells it up front.
+    /// seccomp filter), the loops use epoll instead and say so once, at notice, on `logger`; see
+    /// ``EventLoop/Backend``. Only with the backend forced to ``EventLoop/Backend/ioUring`` do the
+    /// loops run tasks without I/O, every stream operation throwing
+    /// ``StreamError/ioUringUnavailable(_:)`` naming the cause and the fix (``unavailableReason``
+    /// tells it up front).
     ///
     /// - Parameters:
     ///   - loopCount: How many loops (threads) to start; values below 1 start one.
@@ -64,6 +66,7 @@ public final class EventLoopGroup: Sendable {
                 configuration: configuration, makeRing: makeRing, makeWakeDescriptor: makeWakeDescriptor,
                 logger: logger)
         }
+        EventLoop.logFallback(of: threads.map { $0.loop! }, to: logger)
     }
 
     /// Where the group's loops log (each adds its `loop` metadata); see ``EventLoop/logger``.

@@ -61,7 +61,8 @@ extension EventLoop {
         }
     }
 
-    /// Suspends the calling task for `duration` on this loop's ring (`IORING_OP_TIMEOUT`).
+    /// Suspends the calling task for `duration` on this loop's timer (`IORING_OP_TIMEOUT`, or the
+    /// epoll backend's `epoll_wait` timeout).
     ///
     /// - Parameter duration: How long to wait.
     /// - Throws: `CancellationError` when the task is cancelled first;

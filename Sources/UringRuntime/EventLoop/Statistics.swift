@@ -33,6 +33,10 @@ extension EventLoop {
         public var acceptErrors = 0
         /// Server-side TLS handshakes on this loop that failed or timed out.
         public var tlsHandshakeFailures = 0
+        /// The backend the loop does I/O with (``EventLoop/Backend/ioUring`` or
+        /// ``EventLoop/Backend/epoll``); nil while it has none, and in a sum over loops whose
+        /// backends differ.
+        public var backend: Backend?
 
         public init() {}
 
@@ -53,6 +57,7 @@ extension EventLoop {
             s.connectionsClosed = a.connectionsClosed + b.connectionsClosed
             s.acceptErrors = a.acceptErrors + b.acceptErrors
             s.tlsHandshakeFailures = a.tlsHandshakeFailures + b.tlsHandshakeFailures
+            s.backend = a.backend == b.backend ? a.backend : nil
             return s
         }
     }
