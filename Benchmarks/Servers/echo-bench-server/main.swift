@@ -10,6 +10,9 @@ import UringStreams
 /// `start_server(..., ssl=context)`), so the TLS scenarios differ from the plain ones only by TLS.
 /// `--api protocol` serves with a protocol object instead (asyncio's `create_server` echo
 /// protocol, flow-controlled: it pauses reading while the transport asks it to pause writing).
+/// `--backend epoll` forces the epoll fallback (the `uringstreams-epoll` row of the comparison).
+extension EventLoop.Backend: @retroactive ExpressibleByArgument {}
+
 @main
 struct EchoBenchServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,6 +24,8 @@ struct EchoBenchServer: AsyncParsableCommand {
 
     @Option(help: "The API the echo uses: streams (startServer) or protocol (createServer).")
     var api = API.streams
+    @Option(help: "The I/O backend: automatic (io_uring where allowed), io_uring or epoll.")
+    var backend = EventLoop.Backend.automatic
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port; 0 picks a free one.") var port = 0
     @Option(help: "Event loops (threads) connections are spread over.") var loops = 1
@@ -39,7 +44,9 @@ struct EchoBenchServer: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let group = EventLoopGroup(loopCount: loops)
+        var configuration = EventLoop.Configuration()
+        configuration.backend = backend
+        let group = EventLoopGroup(loopCount: loops, configuration: configuration)
         let (readSize, writeHigh) = (readSize, writeHigh)
         var tls: TLSConfiguration?
         if let tlsCert, let tlsKey {
