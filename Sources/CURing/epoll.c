@@ -65,10 +65,9 @@ static int set_nonblocking(int fd, int on) {
     return 0;
 }
 
+int curing_set_nonblocking(int fd) { return set_nonblocking(fd, 1); }
+
 int curing_accept_nowait(int fd) {
-    // A listener belongs to one loop; draining it until EAGAIN needs it non-blocking.
-    int failure = set_nonblocking(fd, 1);
-    if (failure < 0) return failure;
     int result = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
     return result < 0 ? -errno : result;
 }

@@ -41,7 +41,9 @@ ssize_t curing_send_nowait(int fd, const void *buffer, size_t length, int flags)
 ssize_t curing_sendmsg_nowait(int fd, const struct msghdr *message, int flags);
 /// read(2); the byte count or -errno.
 ssize_t curing_read(int fd, void *buffer, size_t length);
-/// accept4(fd, SOCK_CLOEXEC) on a listener made non-blocking first; the new descriptor or -errno.
+/// Makes `fd` non-blocking (O_NONBLOCK); 0 or -errno.
+int curing_set_nonblocking(int fd);
+/// accept4(fd, SOCK_CLOEXEC) on a non-blocking listener; the new descriptor or -errno.
 int curing_accept_nowait(int fd);
 /// Starts a non-blocking connect: 0 when connected, -EINPROGRESS while it goes on, or -errno. The
 /// socket is non-blocking afterwards; `curing_connect_finish` restores it.

@@ -161,6 +161,12 @@ public final class EpollBackend: RingBackend {
                 fd: fd, userData: userData,
                 kind: .sendMessage(message: message, flags: flags, zeroCopy: true, owned: false))
         case .accept(let fd, let multishot):
+            // A listener belongs to one loop; draining it until EAGAIN needs it non-blocking.
+            let failure = curing_set_nonblocking(fd)
+            guard failure == 0 else {
+                post(userData, failure)
+                return
+            }
             operation = EpollOperation(fd: fd, userData: userData, kind: .accept(multishot: multishot))
         case .connect(let fd, let address, let length):
             startConnect(fd: fd, address: address, length: length, userData: userData, attempt: 0)
@@ -338,9 +344,10 @@ public final class EpollBackend: RingBackend {
 
     private enum Events {
         static func bits(_ value: Int) -> UInt32 { UInt32(truncatingIfNeeded: value) }
-        /// Every descriptor is watched both ways, edge-triggered: registered once, never modified
-        /// while operations come and go.
+        /// Sockets are watched both ways, edge-triggered: registered once, never modified while
+        /// operations come and go. A descriptor only ever read (the eventfd) only for reading.
         static let watched = bits(CURING_EPOLLIN | CURING_EPOLLOUT | CURING_EPOLLRDHUP | CURING_EPOLLET)
+        static let readable = bits(CURING_EPOLLIN | CURING_EPOLLET)
         static let failed = bits(CURING_EPOLLERR | CURING_EPOLLHUP)
         static let wakeReaders = bits(CURING_EPOLLIN | CURING_EPOLLRDHUP) | failed
         static let wakeWriters = bits(CURING_EPOLLOUT) | failed
@@ -372,8 +379,11 @@ public final class EpollBackend: RingBackend {
             // Registered afresh whenever nothing waited here: the number may name another file
             // since (a closed descriptor leaves epoll by itself). Modifying re-arms the edge, so
             // readiness that came before is reported too.
-            var result = curing_epoll_modify(epollFD, operation.fd, Events.watched)
-            if result == -ENOENT { result = curing_epoll_add(epollFD, operation.fd, Events.watched) }
+            // The eventfd is always writable: watching it for writing would wake epoll for nothing.
+            let events: UInt32
+            if case .read = operation.kind { events = Events.readable } else { events = Events.watched }
+            var result = curing_epoll_modify(epollFD, operation.fd, events)
+            if result == -ENOENT { result = curing_epoll_add(epollFD, operation.fd, events) }
             descriptors[fd].alwaysReady = result == -EPERM
             if result == -EPERM {
                 retry.append(operation.fd)
