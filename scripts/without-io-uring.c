@@ -94,7 +94,9 @@ static int install_filter(void) {
     // (EFAULT where allowed), so no ring is made; EPERM comes from this filter (or from a policy
     // outside that blocks io_uring already, which serves the caller just as well).
     if (syscall(io_uring_setup_nr, 0, NULL) != -1 || errno != EPERM) {
-        fprintf(stderr, "without-io-uring: the filter is installed but io_uring_setup is not refused with EPERM (%s)\n",
+        fprintf(stderr,
+                "without-io-uring: the filter is installed but io_uring_setup is not refused "
+                "with EPERM (%s)\n",
                 strerror(errno));
         return -1;
     }
