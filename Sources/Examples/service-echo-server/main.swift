@@ -50,18 +50,25 @@ struct ServiceEchoServerCommand: AsyncParsableCommand {
             return logger
         }()
 
+        // A group of its own with the logger, not the shared group (whose logger is disabled):
+        // what the loops say goes to standard error too, the once-per-process notice that
+        // io_uring is blocked and epoll stands in, and a rejected URINGSTREAMS_* value among it.
+        let group = EventLoopGroup(loopCount: EventLoopGroup.defaultLoopCount, logger: logger)
+
         // startServing: false: accepting starts in the service's run(), so every handler is a
         // child task of the service and its shutdown reaches them.
         let server = try await startServer(
-            host: host.isEmpty ? nil : host, port: port, startServing: false, logger: logger
+            host: host.isEmpty ? nil : host, port: port, startServing: false, logger: logger, on: group
         ) { reader, writer in
             await echoOnce(reader: reader, writer: writer, logger: logger)
         }
         print("Serving on \(server.addresses.map(pythonSocketName).joined(separator: ", "))")
 
         let service = ServerService(server: server, gracePeriod: .milliseconds(Int(gracePeriod * 1000)))
-        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        try await group.run()
+        let serviceGroup = ServiceGroup(
+            services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await serviceGroup.run()
+        try await group.shutdown()
     }
 }
 
