@@ -27,9 +27,10 @@ public final class EpollBackend: RingBackend {
     private var processing: [(Submission, UInt64)] = []
     private var completed: [Completion] = []
     private var completedHead = 0
-    /// Waiting operations by user data.
-    private var waiting: [UInt64: EpollOperation] = [:]
-    /// Per descriptor number, the user data of its waiting operations in submission order.
+    /// The descriptor of each waiting operation, by user data (for cancels; the hot path never
+    /// hashes).
+    private var waiting: [UInt64: Int32] = [:]
+    /// Per descriptor number, its waiting operations in submission order.
     private var descriptors: [Waiters] = []
     /// Descriptors to try again without waiting for epoll: a receive or accept that stopped after
     /// its share of a turn, or a descriptor epoll cannot watch (a regular file), which is always
@@ -37,6 +38,8 @@ public final class EpollBackend: RingBackend {
     private var retry: [Int32] = []
     private var retryScratch: [Int32] = []
     private var timers = EpollTimers()
+    /// Submits in a row that returned without asking epoll.
+    private var turnsWithoutPolling = 0
     private var bufferRings: [(group: UInt16, memory: ProvidedBufferRingMemory, head: UInt16)] = []
     private let ready: UnsafeMutablePointer<curing_epoll_ready>
     private static let readyCapacity = 256
@@ -44,8 +47,8 @@ public final class EpollBackend: RingBackend {
     private static let turnShare = 16
 
     private struct Waiters {
-        var readers: [UInt64] = []
-        var writers: [UInt64] = []
+        var readers: [EpollOperation] = []
+        var writers: [EpollOperation] = []
         /// epoll refused the descriptor (`EPERM`: a regular file, /dev/null): it never blocks.
         var alwaysReady = false
         var isEmpty: Bool { readers.isEmpty && writers.isEmpty }
@@ -66,7 +69,9 @@ public final class EpollBackend: RingBackend {
     }
 
     deinit {
-        for operation in waiting.values { operation.release() }
+        for waiters in descriptors {
+            for operation in waiters.readers + waiters.writers { operation.release() }
+        }
         close(epollFD)
         ready.deallocate()
     }
@@ -84,11 +89,17 @@ public final class EpollBackend: RingBackend {
         processing.removeAll(keepingCapacity: true)
         runRetries()
         fireTimers()
-        // Always look at readiness once, even with completions in hand: a loop whose sends keep
-        // finishing at once would otherwise never hear that its receives can go on.
         while true {
             let mustWait = completedCount < minimumCompletions && retry.isEmpty
-            if !mustWait && waiting.isEmpty { return }
+            // With completions in hand (a send that finished at once) the loop has work without
+            // asking epoll, and asks on its next turn: a ping-pong server then makes one
+            // epoll_wait per message, not two. But only a few turns in a row, or a loop whose
+            // sends keep finishing at once would never hear that its receives can go on.
+            if !mustWait && (waiting.isEmpty || (completedCount > 0 && turnsWithoutPolling < 4)) {
+                turnsWithoutPolling += 1
+                return
+            }
+            turnsWithoutPolling = 0
             let timeout = mustWait ? timers.millisecondsUntilNext(now: curing_monotonic_ns()) : 0
             let count = curing_epoll_wait(epollFD, ready, Int32(Self.readyCapacity), timeout)
             counters.enterCalls += 1
@@ -395,10 +406,10 @@ public final class EpollBackend: RingBackend {
         } else if descriptors[fd].alwaysReady {
             retry.append(operation.fd)
         }
-        waiting[operation.userData] = operation
+        waiting[operation.userData] = operation.fd
         switch operation.direction {
-        case .reading: descriptors[fd].readers.append(operation.userData)
-        case .writing: descriptors[fd].writers.append(operation.userData)
+        case .reading: descriptors[fd].readers.append(operation)
+        case .writing: descriptors[fd].writers.append(operation)
         }
     }
 
@@ -420,30 +431,34 @@ public final class EpollBackend: RingBackend {
     /// Tries the operations waiting on `fd` in one direction, in order, until one must wait on.
     private func runWaiters(_ fd: Int, _ direction: EpollOperation.Direction, untilWouldBlock: Bool = true) {
         while true {
-            let queue = direction == .reading ? descriptors[fd].readers : descriptors[fd].writers
-            guard let userData = queue.first, var operation = waiting[userData] else { return }
+            let first = direction == .reading ? descriptors[fd].readers.first : descriptors[fd].writers.first
+            guard var operation = first else { return }
             switch attempt(&operation, untilWouldBlock: untilWouldBlock) {
             case .finished:
-                waiting[userData] = nil
+                waiting[operation.userData] = nil
                 operation.release()
-                removeFirst(fd, direction)
+                switch direction {
+                case .reading: descriptors[fd].readers.removeFirst()
+                case .writing: descriptors[fd].writers.removeFirst()
+                }
                 // A blocking descriptor's next read must wait for its own readiness.
                 if case .read = operation.kind { return }
             case .wouldBlock:
-                waiting[userData] = operation
+                replaceFirst(fd, direction, with: operation)
                 return
             case .yielded:
-                waiting[userData] = operation
+                replaceFirst(fd, direction, with: operation)
                 retry.append(Int32(fd))
                 return
             }
         }
     }
 
-    private func removeFirst(_ fd: Int, _ direction: EpollOperation.Direction) {
+    /// Keeps what an attempt changed (buffers taken, the limit left, an owned header).
+    private func replaceFirst(_ fd: Int, _ direction: EpollOperation.Direction, with operation: EpollOperation) {
         switch direction {
-        case .reading: descriptors[fd].readers.removeFirst()
-        case .writing: descriptors[fd].writers.removeFirst()
+        case .reading: descriptors[fd].readers[0] = operation
+        case .writing: descriptors[fd].writers[0] = operation
         }
     }
 
@@ -474,13 +489,12 @@ public final class EpollBackend: RingBackend {
 
     /// Ends the operation submitted as `target` with `-ECANCELED`; whether one was in progress.
     private func cancel(_ target: UInt64) -> Bool {
-        if let operation = waiting.removeValue(forKey: target) {
-            let fd = Int(operation.fd)
-            switch operation.direction {
-            case .reading: descriptors[fd].readers.removeAll { $0 == target }
-            case .writing: descriptors[fd].writers.removeAll { $0 == target }
+        if let fd = waiting.removeValue(forKey: target).map(Int.init) {
+            if let index = descriptors[fd].readers.firstIndex(where: { $0.userData == target }) {
+                descriptors[fd].readers.remove(at: index).release()
+            } else if let index = descriptors[fd].writers.firstIndex(where: { $0.userData == target }) {
+                descriptors[fd].writers.remove(at: index).release()
             }
-            operation.release()
             post(target, -ECANCELED)
             return true
         }
@@ -494,16 +508,16 @@ public final class EpollBackend: RingBackend {
     /// Cancels everything in progress (the loop is shutting down); returns how many.
     private func cancelEverything() -> Int {
         var count = 0
-        for operation in waiting.values {
-            operation.release()
-            post(operation.userData, -ECANCELED)
-            count += 1
+        for fd in Set(waiting.values).map(Int.init) {
+            for operation in descriptors[fd].readers + descriptors[fd].writers {
+                operation.release()
+                post(operation.userData, -ECANCELED)
+                count += 1
+            }
+            descriptors[fd].readers.removeAll()
+            descriptors[fd].writers.removeAll()
         }
         waiting.removeAll()
-        for index in descriptors.indices {
-            descriptors[index].readers.removeAll()
-            descriptors[index].writers.removeAll()
-        }
         for entry in timers.removeAll() {
             post(entry.userData, -ECANCELED)
             count += 1
