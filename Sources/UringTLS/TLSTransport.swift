@@ -37,6 +37,9 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
         var shutdownTimer: Task<Void, Never>?
         var droppedWrite = false
         var handshakeWaiters = Waiters<any Error>()
+        /// The protocol above heard `connectionMade`: only then is the connection made for those
+        /// waiting on the handshake (asyncio's create_connection returns after connection_made).
+        var announced = false
         var info: TLSConnectionInfo?
     }
 
@@ -175,7 +178,7 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
         do {
             try await state.wait(in: \.handshakeWaiters) { state in
                 switch state.phase {
-                case .established: return true
+                case .established: return state.announced
                 case .failed: throw state.error ?? StreamError.connectionReset
                 case .handshaking: return false
                 }
@@ -191,8 +194,8 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
     private struct Outcome {
         var plaintext: [Bytes] = []
         var endOfStream = false
-        /// The handshake finished: tell the protocol above, and resume its waiters.
-        var established: Waiters<any Error>.Taken?
+        /// The handshake finished: tell the protocol above, then resume the handshake's waiters.
+        var established = false
         var failure: (error: any Error, waiters: Waiters<any Error>.Taken)?
         /// Abort rather than close after a failure: nothing worth sending is queued.
         var abort = false
@@ -209,7 +212,7 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
             state.phase = .established
             state.info = TLSConnectionInfo(
                 ssl: ssl, serverHostname: serverHostname, configuration: context.configuration)
-            outcome.established = state.handshakeWaiters.takeAll()
+            outcome.established = true
             for bytes in state.pending { bytes.withUnsafeBytes { encrypt($0, &state, &outcome) } }
             state.pending.removeAll()
             if state.writeShut { sendCloseNotify(&state) }
@@ -537,10 +540,16 @@ public final class TLSTransport: StreamProtocol, StreamsTransport, @unchecked Se
     /// connection is made, resume handshake waiters, and on failure send what alert OpenSSL queued
     /// and close.
     private func finish(_ outcome: Outcome) {
-        if let waiters = outcome.established {
+        if outcome.established {
             if !madeUpper, let upper {
                 madeUpper = true
                 upper.connectionMade(self)
+            }
+            // Waiters are taken only now: one that looked between the handshake's end and
+            // connectionMade must not return to a caller whose protocol has not heard it yet.
+            let waiters = state.withLock { state in
+                state.announced = true
+                return state.handshakeWaiters.takeAll()
             }
             waiters.resume()
         }

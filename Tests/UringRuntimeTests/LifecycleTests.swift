@@ -207,8 +207,9 @@ struct LifecycleTests {
                 return transport
             }
             let first = try await ring.waitForSubmission { $0.description == "recv-multishot" }
-            ring.complete(first.userData, result: -EINVAL)
+            // Counted before completing: the loop may re-arm before this thread looks.
             let count = ring.submissions.count
+            ring.complete(first.userData, result: -EINVAL)
             let second = try await ring.waitForSubmission(skipping: count) { $0.description == "recv-multishot" }
             ring.deliver(Array("hello".utf8), to: second.userData)
             try await delegate.waitFor { $0 == .data(Array("hello".utf8)) }

@@ -291,20 +291,54 @@ struct ServerTests {
         }
     }
 
+    /// A connection accepted before `serveForever()` runs has a handler task of its own (asyncio's
+    /// kind), so closing returns at once although it stays open. (The test raced before: when the
+    /// serving task began collecting first, the handler was its child and, as documented,
+    /// `serveForever()` waited for it; the next test covers that case.)
     @Test func serveForeverReturnsPromptlyWhenClosedDespiteOpenConnections() async throws {
         try await withDeadline {
             let server = try await startServer(host: "127.0.0.1", port: 0, clientConnected: echoLinesUntilEOF)
             let port = try #require(server.addresses.first).port
-            let serving = Task { try await server.serveForever() }
             let (reader, writer) = try await openConnection(host: "127.0.0.1", port: port)
             #expect(try await roundTrip("before close\n", reader: reader, writer: writer) == "before close\n")
+            let serving = Task { try await server.serveForever() }
+            try await settle(20)
 
             server.close()
-            // Returns normally, without waiting for the open connection.
-            try await withDeadline(3) { try await serving.value }
+            // Returns without waiting for the open connection: normally, or, had close() come
+            // before the serving task started, with serverClosed.
+            try await withDeadline(3) {
+                do { try await serving.value } catch StreamError.serverClosed {}
+            }
 
             writer.close()
             try await writer.waitClosed()
+            await server.waitClosed()
+        }
+    }
+
+    /// A handler `serveForever()` started is its child: after `close()` it returns once that
+    /// handler has (here when the client closes), never leaving a child behind.
+    @Test func serveForeverWaitsForTheHandlersItStarted() async throws {
+        try await withDeadline {
+            let server = try await startServer(
+                host: "127.0.0.1", port: 0, startServing: false, clientConnected: echoLinesUntilEOF)
+            let port = try #require(server.addresses.first).port
+            let returned = Locked(false)
+            let serving = Task {
+                try await server.serveForever()
+                returned.set(true)
+            }
+            #expect(try await eventually { server.isServing })
+            let (reader, writer) = try await openConnection(host: "127.0.0.1", port: port)
+            #expect(try await roundTrip("child\n", reader: reader, writer: writer) == "child\n")
+
+            server.close()
+            try await settle(100)
+            #expect(!returned.value, "serveForever returned with its handler still running")
+            writer.close()
+            try await withDeadline(3) { try await serving.value }
+            #expect(returned.value)
             await server.waitClosed()
         }
     }
