@@ -1123,10 +1123,17 @@ void scenario_cqoverflow(result_t *r) {
     double control_per_mib = control_mib > 0 ? (double)control_rearms / control_mib : 0;
     fig(r, "re-arms per MiB: this ring / a 256-entry ring", "%.2f / %.2f (%ld re-arms over %.0f MiB there)", per_mib,
         control_per_mib, control_rearms, control_mib);
-    check(r, rearms > exhaustions && per_mib > 10 * control_per_mib,
-          "multishot receives ended by the kernel without F_MORE were re-armed (%ld re-arms, %ld after ENOBUFS; "
-          "%.2f per MiB against %.2f on the default ring)",
-          rearms, exhaustions, per_mib, control_per_mib);
+    // The epoll backend (URINGSTREAMS_BACKEND=epoll, which the server inherits) has no completion
+    // queue to overflow: the load and its verification still run, the overflow check cannot.
+    const char *backend = getenv("URINGSTREAMS_BACKEND");
+    if (backend && strcmp(backend, "epoll") == 0) {
+        fig(r, "completion queue", "none on the epoll backend: the overflow check does not apply");
+    } else {
+        check(r, rearms > exhaustions && per_mib > 10 * control_per_mib,
+              "multishot receives ended by the kernel without F_MORE were re-armed (%ld re-arms, %ld after "
+              "ENOBUFS; %.2f per MiB against %.2f on the default ring)",
+              rearms, exhaustions, per_mib, control_per_mib);
+    }
     summary(r, "%ld connections on a 16-entry CQ: %.0f MiB verified, %ld re-arms", n,
             (double)e.bytes_verified / 1048576.0, rearms);
     close_all(fds, n);
