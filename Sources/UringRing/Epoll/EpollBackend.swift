@@ -16,7 +16,8 @@ import Glibc
 public final class EpollBackend: RingBackend {
     public private(set) var counters = RingCounters()
     public var pendingSubmissions: Int { prepared.count }
-    /// None of io_uring's optional features: receives take one buffer each, sends copy.
+    /// None of io_uring's optional features: no receive bundles, no zero-copy sends (incremental
+    /// buffer consumption needs no feature bit: the pool asks for it and this backend does it).
     public let features = RingFeatures()
     public var kind: RingBackendKind { .epoll }
     /// Why io_uring was not used, when this backend stands in for it automatically.
