@@ -1,4 +1,5 @@
 internal import Glibc
+@_spi(UringInternals) import UringRuntime
 import Logging
 import Synchronization
 

@@ -1,3 +1,5 @@
+@_spi(UringInternals) import UringRuntime
+
 /// Buffered reading from a stream, as asyncio's `StreamReader`.
 ///
 /// Received data is kept as a queue of `Bytes` chunks; a read that lies within one chunk returns

@@ -18,8 +18,8 @@ public final class StreamWriter: Sendable {
     /// Routes received data; startTLS puts a TLS transport in its path.
     private let readerProtocol: StreamReaderProtocol?
     /// The TLS layer, set once (at connection or by startTLS) and never removed: an atomic load
-    /// is all a plain connection's write pays for it.
-    private let tlsLayer = AtomicLazyReference<TLSTransport>()
+    /// (inlined) is all a plain connection's write pays for it.
+    private let tlsLayer = SetOnceReference<TLSTransport>()
 
     init(socket: SocketTransport, reader: StreamReader?, readerProtocol: StreamReaderProtocol? = nil) {
         self.socket = socket

@@ -1,6 +1,6 @@
 internal import CTLS
 internal import Glibc
-import UringRuntime
+@_spi(UringInternals) import UringRuntime
 
 /// The OpenSSL context (`SSL_CTX`) built from one ``TLSConfiguration`` value: trust roots,
 /// certificate and key loaded, verification mode and ALPN set. Shared by every connection whose

@@ -1,6 +1,6 @@
 internal import CTLS
 internal import Glibc
-import UringRuntime
+@_spi(UringInternals) import UringRuntime
 
 /// TLS as a transport layer (asyncio's `sslproto.py`: `SSLProtocol` with its
 /// `_SSLProtocolTransport`): it is the protocol of the socket's transport below, turning the

@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 
 @testable import UringRing
-@testable import UringRuntime
+@_spi(UringInternals) @testable import UringRuntime
 
 /// The executor and timers on a real ring.
 @Suite(.timeLimit(.minutes(1)))

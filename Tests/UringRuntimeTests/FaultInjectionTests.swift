@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 
 @testable import UringRing
-@testable import UringRuntime
+@_spi(UringInternals) @testable import UringRuntime
 
 /// The layers above the ring, driven through `ScriptedRing` with faults injected at will.
 @Suite(.timeLimit(.minutes(1)))

@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 
 @testable import UringRing
-@testable import UringRuntime
+@_spi(UringInternals) @testable import UringRuntime
 
 /// The edges of a loop's life: shutdown from its own tasks, work handed to a stopped loop, rings
 /// and eventfds that cannot be made (for a while or for good), a ring that fails under its

@@ -3,7 +3,7 @@ import Glibc
 import Synchronization
 import Testing
 
-@testable import UringRuntime
+@_spi(UringInternals) @testable import UringRuntime
 
 /// Name resolution: `getaddrinfo` blocks (for seconds when a DNS server does not answer), so the
 /// lookups here are stand-ins that block until the test lets them go.

@@ -29,6 +29,7 @@
 import Glibc
 import Testing
 import UringStreams
+@_spi(UringInternals) import UringRuntime
 
 enum SocketKind: String, CaseIterable, Sendable {
     case tcp, unix

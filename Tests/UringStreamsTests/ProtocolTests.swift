@@ -1,6 +1,7 @@
 import Glibc
 import Testing
 
+@_spi(UringInternals) import UringRuntime
 @testable import UringStreams
 
 /// The transports-and-protocols API, as CPython's `test_events.py` checks `create_server` and

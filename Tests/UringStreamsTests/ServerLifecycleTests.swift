@@ -4,7 +4,7 @@ import Testing
 import UringStreams
 
 @testable import UringRing
-@testable import UringRuntime
+@_spi(UringInternals) @testable import UringRuntime
 
 /// A server's descriptors and loops at the edges of their lives: closing after the group shut
 /// down, closing while it starts serving, binding the port again after waitClosed, and a loop

@@ -24,6 +24,7 @@
 
 import Testing
 import UringStreams
+@_spi(UringInternals) import UringRuntime
 
 @Suite(.timeLimit(.minutes(1)))
 struct StreamReaderFeedTests {

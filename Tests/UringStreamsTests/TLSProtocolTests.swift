@@ -1,6 +1,7 @@
 import Glibc
 import Testing
 
+@_spi(UringInternals) import UringRuntime
 @testable import UringStreams
 
 /// Protocols over TLS, as CPython's `test_sslproto.py` checks `SSLProtocol`: the application's

@@ -6,6 +6,7 @@
 import Glibc
 import Testing
 
+@_spi(UringInternals) import UringRuntime
 @testable import UringStreams
 
 // Serialized: each case starts peer processes and some move 16 MiB through OpenSSL; run side by

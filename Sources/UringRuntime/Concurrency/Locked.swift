@@ -8,13 +8,18 @@ import Glibc
 /// (SwiftNIO's `NIOLock` is built the same way.) Uncontended, both cost one atomic exchange.
 /// The value lives behind a pointer, not in a stored `var`: handing a class's stored property to
 /// a closure `inout` costs a dynamic exclusivity check on every lock, which the lock makes moot.
-package final class Locked<Value> {
+///
+/// Public behind an SPI, not `package`: Swift 6.3 does not inline an `@inlinable package` function
+/// into another module, so every lock of UringStreams and UringTLS was an unspecialized generic
+/// call that looked up type metadata (measured with `perf`, issue 10). The same holds for
+/// ``Waiters``.
+@_spi(UringInternals) public final class Locked<Value> {
     // Inlinable across modules: every layer locks on its hot path, and an unspecialized generic
     // call per lock would cost more than the lock.
     @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     @usableFromInline let value: UnsafeMutablePointer<Value>
 
-    package init(_ value: Value) {
+    public init(_ value: Value) {
         self.value = .allocate(capacity: 1)
         self.value.initialize(to: value)
         mutex = .allocate(capacity: 1)
@@ -32,7 +37,7 @@ package final class Locked<Value> {
 
     /// Runs `body` with exclusive access to the value.
     @inlinable @inline(__always)
-    package func withLock<Result, Failure: Error>(
+    public func withLock<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         pthread_mutex_lock(mutex)

@@ -3,26 +3,26 @@
 ///
 /// The first waiter is stored inline: the common case, one task reading or draining a
 /// connection, waits and wakes without allocating.
-package struct Waiters<Failure: Error> {
-    package typealias Waiter = (id: Int, continuation: UnsafeContinuation<Void, Failure>)
+@_spi(UringInternals) public struct Waiters<Failure: Error> {
+    public typealias Waiter = (id: Int, continuation: UnsafeContinuation<Void, Failure>)
 
     /// Nil only when `more` is empty too.
     @usableFromInline var first: Waiter?
     @usableFromInline var more: [Waiter] = []
     @usableFromInline var nextID = 0
 
-    @inlinable package init() {}
+    @inlinable public init() {}
 
-    @inlinable package var isEmpty: Bool { first == nil }
+    @inlinable public var isEmpty: Bool { first == nil }
 
     /// An id for a waiter about to be added, so a cancel handler can name it before it exists.
-    @inlinable package mutating func reserveID() -> Int {
+    @inlinable public mutating func reserveID() -> Int {
         nextID += 1
         return nextID
     }
 
     /// Adds `continuation` under `id` (from ``reserveID()``).
-    @inlinable package mutating func add(_ continuation: UnsafeContinuation<Void, Failure>, id: Int) {
+    @inlinable public mutating func add(_ continuation: UnsafeContinuation<Void, Failure>, id: Int) {
         if first == nil {
             first = (id, continuation)
         } else {
@@ -31,7 +31,7 @@ package struct Waiters<Failure: Error> {
     }
 
     /// Removes and returns the waiter `id`, if it is still waiting.
-    @inlinable package mutating func remove(_ id: Int) -> UnsafeContinuation<Void, Failure>? {
+    @inlinable public mutating func remove(_ id: Int) -> UnsafeContinuation<Void, Failure>? {
         if let waiting = first, waiting.id == id {
             first = more.isEmpty ? nil : more.removeFirst()
             return waiting.continuation
@@ -41,7 +41,7 @@ package struct Waiters<Failure: Error> {
     }
 
     /// Removes every waiter, to be resumed outside the lock.
-    @inlinable package mutating func takeAll() -> Taken {
+    @inlinable public mutating func takeAll() -> Taken {
         defer {
             first = nil
             more = []
@@ -50,7 +50,7 @@ package struct Waiters<Failure: Error> {
     }
 
     /// Waiters taken out of the list; resume them once the lock is released.
-    @frozen package struct Taken {
+    @frozen public struct Taken {
         @usableFromInline let first: UnsafeContinuation<Void, Failure>?
         @usableFromInline let more: [Waiter]
 
@@ -60,18 +60,22 @@ package struct Waiters<Failure: Error> {
         }
 
         /// Nothing taken.
-        @inlinable package static var none: Taken { Taken(first: nil, more: []) }
+        @inlinable public static var none: Taken { Taken(first: nil, more: []) }
 
-        @inlinable package var isEmpty: Bool { first == nil }
+        @inlinable public var isEmpty: Bool { first == nil }
 
-        @inlinable package func resume() {
+        @inlinable public func resume() {
             first?.resume()
             for waiter in more { waiter.continuation.resume() }
         }
 
-        @inlinable package func resume(throwing error: Failure) {
+        @inlinable public func resume(throwing error: Failure) {
             first?.resume(throwing: error)
             for waiter in more { waiter.continuation.resume(throwing: error) }
         }
     }
 }
+
+// Public types get no implicit Sendable; continuations are Sendable, so these are too.
+extension Waiters: Sendable {}
+extension Waiters.Taken: Sendable {}

@@ -6,7 +6,7 @@ extension Locked {
     /// The one way the runtime waits: reads, drains, closes, handshakes and servers all use it, so
     /// the lost-wake-up reasoning lives here once. A waker changes the value and takes the list's
     /// waiters under the same lock, then resumes them outside it.
-    @inlinable nonisolated(nonsending) package func wait(
+    @inlinable nonisolated(nonsending) public func wait(
         in list: any WritableKeyPath<Value, Waiters<any Error>> & Sendable, until isReady: (inout Value) throws -> Bool
     ) async throws where Value: Sendable {
         let id = withLock { $0[keyPath: list].reserveID() }

@@ -4,7 +4,7 @@ import Synchronization
 import Testing
 
 @testable import UringRing
-@testable import UringRuntime
+@_spi(UringInternals) @testable import UringRuntime
 
 /// Fails instead of hanging: runs `body` and throws `TimedOut` after `seconds`, without waiting
 /// for a body that ignores cancellation.

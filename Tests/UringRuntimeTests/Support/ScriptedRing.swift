@@ -1,7 +1,7 @@
 import Glibc
 
 @testable import UringRing
-@testable import UringRuntime
+@_spi(UringInternals) @testable import UringRuntime
 
 /// A ring whose kernel is the test: it records every submission and completes operations only
 /// when the test says so, so the layers above can be driven through faults a real kernel rarely

@@ -7,6 +7,7 @@ import Glibc
 import Synchronization
 import Testing
 import UringStreams
+@_spi(UringInternals) import UringRuntime
 
 // MARK: - Deadline
 
