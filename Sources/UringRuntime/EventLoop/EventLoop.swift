@@ -47,34 +47,37 @@ public final class EventLoop: @unchecked Sendable {
     private let copiedOnReceive = Atomic<Int>(0)
 
     // Loop-thread state.
-    var ring: (any RingBackend)!
-    var bufferPool: ProvidedBufferPool!
-    var local = WorkQueue()
-    private var drained: [LoopWork] = []
+    // `@exclusivity(unchecked)`: state of the loop thread touched on every message; the runtime's
+    // dynamic exclusivity checks on these cost about 1 % of a server's CPU (perf, issue 10), and
+    // no two accesses to one of them overlap (none is passed inout across a call that reaches it).
+    @exclusivity(unchecked) var ring: (any RingBackend)!
+    @exclusivity(unchecked) var bufferPool: ProvidedBufferPool!
+    @exclusivity(unchecked) var local = WorkQueue()
+    @exclusivity(unchecked) private var drained: [LoopWork] = []
     let completions: UnsafeMutableBufferPointer<Completion>
     /// The eventfd another thread writes to wake a loop sleeping in the ring; -1 without a ring.
     var wakeFD: Int32 = -1
     let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     /// What a loop without a ring sleeps on.
     let wakeSemaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
-    var endOfTurn: [any EndOfTurnWork] = []
-    private var endOfTurnRunning: [any EndOfTurnWork] = []
+    @exclusivity(unchecked) var endOfTurn: [any EndOfTurnWork] = []
+    @exclusivity(unchecked) private var endOfTurnRunning: [any EndOfTurnWork] = []
     /// Targets the ring still holds (submitted, last completion not yet in).
-    var operationsInFlight = 0
+    @exclusivity(unchecked) var operationsInFlight = 0
     /// Connections and listeners, aborted when the loop shuts down. Strong (no weak side tables
     /// on every transport): each one unregisters when its descriptor is closed.
-    var resources: [ObjectIdentifier: any LoopResource] = [:]
+    @exclusivity(unchecked) var resources: [ObjectIdentifier: any LoopResource] = [:]
     /// One-shot operations a task awaits, resumed by hand if the ring fails under them.
-    var pendingOperations: [ObjectIdentifier: PendingOperation] = [:]
+    @exclusivity(unchecked) var pendingOperations: [ObjectIdentifier: PendingOperation] = [:]
     /// Set on the loop thread once shutdown began: nothing new is submitted.
     private(set) var isStopping = false
     /// Set once the loop left its run loop for good (written before `inbox.stopped`).
     private var hasStopped = false
-    var buffersWanted = BufferWaiters()
-    private var buffersWantedScratch: [any EndOfTurnWork] = []
+    @exclusivity(unchecked) var buffersWanted = BufferWaiters()
+    @exclusivity(unchecked) private var buffersWantedScratch: [any EndOfTurnWork] = []
     private let messageScratch = MessageScratch()
-    private var scratchWanted: [any EndOfTurnWork] = []
-    var counters = Statistics()
+    @exclusivity(unchecked) private var scratchWanted: [any EndOfTurnWork] = []
+    @exclusivity(unchecked) var counters = Statistics()
     let configuration: Configuration
     let makeRing: RingFactory
     let makeWakeDescriptor: @Sendable () -> Int32
