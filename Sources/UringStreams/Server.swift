@@ -1,7 +1,7 @@
 internal import Glibc
-@_spi(UringInternals) import UringRuntime
 import Logging
 import Synchronization
+@_spi(UringInternals) import UringRuntime
 
 /// A listening server made by `startServer`, `startUnixServer` or `createServer` (asyncio
 /// `asyncio.Server`).

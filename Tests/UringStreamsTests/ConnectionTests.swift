@@ -28,8 +28,8 @@
 
 import Glibc
 import Testing
-import UringStreams
 @_spi(UringInternals) import UringRuntime
+import UringStreams
 
 enum SocketKind: String, CaseIterable, Sendable {
     case tcp, unix

@@ -1,7 +1,7 @@
 import Glibc
 import Testing
-import UringStreams
 @_spi(UringInternals) import UringRuntime
+import UringStreams
 
 /// Flow control holds memory bounded whatever the peer does (the spec's robustness rules): a peer
 /// that sends without waiting for the echo, many tiny chunks, huge limits and water marks.

@@ -1,6 +1,6 @@
 import Testing
-import UringStreams
 @_spi(UringInternals) import UringRuntime
+import UringStreams
 
 /// What a hostile peer or caller can feed a reader: pathological chunkings, huge limits and water
 /// marks, and reads racing each other. The spec's robustness rules: scans linear in the bytes

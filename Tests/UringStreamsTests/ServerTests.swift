@@ -23,8 +23,8 @@
 import Foundation
 import Glibc
 import Testing
-import UringStreams
 @_spi(UringInternals) import UringRuntime
+import UringStreams
 
 @Suite(.timeLimit(.minutes(1)))
 struct ServerTests {

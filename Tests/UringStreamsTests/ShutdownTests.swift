@@ -1,7 +1,7 @@
 import Glibc
 import Testing
-import UringStreams
 @_spi(UringInternals) import UringRuntime
+import UringStreams
 
 /// Shutting a group down ends what still waits on its loops, as asyncio.run cancels leftover
 /// tasks: connections are aborted, in-flight operations cancelled, and the waiting tasks finish.

@@ -23,8 +23,8 @@
 //   exception is stored every read throws, so the buffer is unobservable.
 
 import Testing
-import UringStreams
 @_spi(UringInternals) import UringRuntime
+import UringStreams
 
 @Suite(.timeLimit(.minutes(1)))
 struct StreamReaderFeedTests {

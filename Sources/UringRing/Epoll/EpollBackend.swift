@@ -44,7 +44,8 @@ public final class EpollBackend: RingBackend {
     @exclusivity(unchecked) private var timers = EpollTimers()
     /// Submits in a row that returned without asking epoll.
     @exclusivity(unchecked) private var turnsWithoutPolling = 0
-    @exclusivity(unchecked) private var bufferRings: [(group: UInt16, memory: ProvidedBufferRingMemory, head: UInt16)] = []
+    private typealias BufferRing = (group: UInt16, memory: ProvidedBufferRingMemory, head: UInt16)
+    @exclusivity(unchecked) private var bufferRings: [BufferRing] = []
     private let ready: UnsafeMutablePointer<curing_epoll_ready>
     private static let readyCapacity = 256
     /// Receives (or accepts) one operation makes per readiness event before others get a turn.

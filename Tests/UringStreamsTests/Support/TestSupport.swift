@@ -6,8 +6,8 @@ import Foundation
 import Glibc
 import Synchronization
 import Testing
-import UringStreams
 @_spi(UringInternals) import UringRuntime
+import UringStreams
 
 // MARK: - Deadline
 
