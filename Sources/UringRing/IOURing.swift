@@ -8,9 +8,8 @@ import Glibc
 /// flags on kernels that reject them with `EINVAL`.
 public final class IOURing: RingBackend {
     private let ring: UnsafeMutablePointer<io_uring>
-    // `@exclusivity(unchecked)`: state of the loop thread touched on every message; the runtime's
-    // dynamic exclusivity checks on these cost about 1 % of a server's CPU (perf, issue 10), and
-    // no two accesses to one of them overlap (none is passed inout across a call that reaches it).
+    // `@exclusivity(unchecked)`: loop-thread state touched per message (docs/architecture.md,
+    // "Exclusivity checks").
     @exclusivity(unchecked) public private(set) var counters = RingCounters()
     @exclusivity(unchecked) public private(set) var pendingSubmissions = 0
     /// Entries prepared while the submission queue was full and the kernel took nothing.

@@ -14,9 +14,8 @@ import Glibc
 ///
 /// Used from one thread only, like the ring it stands in for.
 public final class EpollBackend: RingBackend {
-    // `@exclusivity(unchecked)`: state of the loop thread touched on every message; the runtime's
-    // dynamic exclusivity checks on these cost about 1 % of a server's CPU (perf, issue 10), and
-    // no two accesses to one of them overlap (none is passed inout across a call that reaches it).
+    // `@exclusivity(unchecked)`: loop-thread state touched per message (docs/architecture.md,
+    // "Exclusivity checks").
     @exclusivity(unchecked) public private(set) var counters = RingCounters()
     public var pendingSubmissions: Int { prepared.count }
     /// None of io_uring's optional features: no receive bundles, no zero-copy sends (incremental

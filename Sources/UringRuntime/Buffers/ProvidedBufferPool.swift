@@ -33,9 +33,8 @@ final class ProvidedBufferPool {
     var incremental: Bool { ringMemory.incremental }
     private let ringMemory: ProvidedBufferRingMemory
     private let storage: UnsafeMutableRawPointer
-    // `@exclusivity(unchecked)`: state of the loop thread touched on every message; the runtime's
-    // dynamic exclusivity checks on these cost about 1 % of a server's CPU (perf, issue 10), and
-    // no two accesses to one of them overlap (none is passed inout across a call that reaches it).
+    // `@exclusivity(unchecked)`: loop-thread state touched per message (docs/architecture.md,
+    // "Exclusivity checks").
     @exclusivity(unchecked) private var leases: [ReceiveBufferLease]
     /// Bytes the kernel has written into each buffer since it was last added to the ring.
     @exclusivity(unchecked) private var filled: [Int]

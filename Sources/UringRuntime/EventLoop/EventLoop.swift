@@ -47,9 +47,8 @@ public final class EventLoop: @unchecked Sendable {
     private let copiedOnReceive = Atomic<Int>(0)
 
     // Loop-thread state.
-    // `@exclusivity(unchecked)`: state of the loop thread touched on every message; the runtime's
-    // dynamic exclusivity checks on these cost about 1 % of a server's CPU (perf, issue 10), and
-    // no two accesses to one of them overlap (none is passed inout across a call that reaches it).
+    // `@exclusivity(unchecked)`: loop-thread state touched per message (docs/architecture.md,
+    // "Exclusivity checks").
     @exclusivity(unchecked) var ring: (any RingBackend)!
     @exclusivity(unchecked) var bufferPool: ProvidedBufferPool!
     @exclusivity(unchecked) var local = WorkQueue()

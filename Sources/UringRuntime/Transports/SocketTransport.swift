@@ -84,9 +84,8 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     private let state = Locked(State())
 
     // Loop-thread state.
-    // `@exclusivity(unchecked)`: state of the loop thread touched on every message; the runtime's
-    // dynamic exclusivity checks on these cost about 1 % of a server's CPU (perf, issue 10), and
-    // no two accesses to one of them overlap (none is passed inout across a call that reaches it).
+    // `@exclusivity(unchecked)`: loop-thread state touched per message (docs/architecture.md,
+    // "Exclusivity checks").
     @exclusivity(unchecked) private var owner: (any StreamProtocol)?
     /// The owner as a buffered protocol, when it is one (cast once, not per receive).
     @exclusivity(unchecked) private var bufferedOwner: (any BufferedStreamProtocol)?
