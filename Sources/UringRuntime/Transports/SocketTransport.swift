@@ -83,8 +83,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     public let localAddress: SocketAddress?
     private let state = Locked(State())
 
-    // Loop-thread state.
-    // `@exclusivity(unchecked)`: loop-thread state touched per message (docs/architecture.md,
+    // Loop-thread state, touched per message: `@exclusivity(unchecked)` (docs/architecture.md,
     // "Exclusivity checks").
     @exclusivity(unchecked) private var owner: (any StreamProtocol)?
     /// The owner as a buffered protocol, when it is one (cast once, not per receive).
