@@ -204,7 +204,7 @@ public final class Server: Sendable {
                 defer { state.pendingHandlers = [] }
                 return state.pendingHandlers
             }
-            for handler in stray { Task(executorPreference: handler.loop) { await handler.body() } }
+            for handler in stray { handler.start() }
             throw error
         }
         var cancelled = false
@@ -237,7 +237,9 @@ public final class Server: Sendable {
                     close()
                 }
                 for handler in batch {
-                    group.addTask(executorPreference: handler.loop) { await handler.body() }
+                    group.addTask(executorPreference: handler.loop) {
+                        await handler.clientConnected(handler.reader, handler.writer)
+                    }
                 }
                 if finished { break }
             }
@@ -250,16 +252,16 @@ public final class Server: Sendable {
 
     /// Runs a connection's handler: as a child of the serveForever task when there is one, else
     /// as a task of its own on `loop`; from the connection's loop.
-    fileprivate func runHandler(on loop: EventLoop, _ body: @escaping @Sendable () async -> Void) {
+    fileprivate func runHandler(_ handler: PendingHandler) {
         let waiters = state.withLock { state -> Waiters<any Error>.Taken? in
             guard state.collectingHandlers else { return nil }
-            state.pendingHandlers.append(PendingHandler(loop: loop, body: body))
+            state.pendingHandlers.append(handler)
             return state.foreverWaiters.takeAll()
         }
         if let waiters {
             waiters.resume()
         } else {
-            Task(executorPreference: loop) { await body() }
+            handler.start()
         }
     }
 
@@ -392,10 +394,23 @@ struct ConnectionStarter: Sendable {
     }
 }
 
-/// A connection's handler waiting for the serveForever task to start it on `loop`.
+/// A connection's handler, to be started on `loop` as a task of its own or as a child of the
+/// serveForever task.
+///
+/// The task's closure calls `clientConnected` itself rather than a closure made per connection:
+/// each level of closure between a task and its handler's `read` adds frames the idle task keeps,
+/// and a few such levels pushed those frames into a second 1 KiB task-allocator slab per
+/// connection (docs/benchmarks.md, "Idle connections").
 struct PendingHandler: Sendable {
     let loop: EventLoop
-    let body: @Sendable () async -> Void
+    let clientConnected: Server.ClientConnected
+    let reader: StreamReader
+    let writer: StreamWriter
+
+    /// Starts the handler as a task of its own on the loop.
+    func start() {
+        Task(executorPreference: loop) { await clientConnected(reader, writer) }
+    }
 }
 
 /// One accepted connection's place in its server's count; on the connection's loop.
@@ -422,8 +437,8 @@ struct ConnectionSlot: Sendable {
     }
 
     /// Runs the connection's handler as the server runs handlers (see ``Server/serveForever()``).
-    func runHandler(_ body: @escaping @Sendable () async -> Void) {
-        server.runHandler(on: loop, body)
+    func runHandler(_ clientConnected: @escaping Server.ClientConnected, _ reader: StreamReader, _ writer: StreamWriter) {
+        server.runHandler(PendingHandler(loop: loop, clientConnected: clientConnected, reader: reader, writer: writer))
     }
 
     /// Logs and counts a server-side TLS handshake that failed (asyncio logs it at error, "SSL

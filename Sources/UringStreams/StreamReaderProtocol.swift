@@ -68,20 +68,20 @@ extension ConnectionStarter {
                 return
             }
             let (reader, writer) = streams
-            let layer = writer.tls
-            let handshakeTimeout = tls?.handshakeTimeout
-            slot.runHandler {
-                if let layer, let handshakeTimeout {
-                    do {
-                        try await layer.waitForHandshake(timeout: handshakeTimeout)
-                    } catch {
-                        // A handler cancelled with its server is not the peer's failure.
-                        if !(error is CancellationError) { slot.handshakeFailed(error) }
-                        return
-                    }
+            guard let layer = writer.tls, let handshakeTimeout = tls?.handshakeTimeout else {
+                slot.runHandler(clientConnected, reader, writer)
+                return
+            }
+            slot.runHandler({ reader, writer in
+                do {
+                    try await layer.waitForHandshake(timeout: handshakeTimeout)
+                } catch {
+                    // A handler cancelled with its server is not the peer's failure.
+                    if !(error is CancellationError) { slot.handshakeFailed(error) }
+                    return
                 }
                 await clientConnected(reader, writer)
-            }
+            }, reader, writer)
         }
     }
 }
