@@ -437,7 +437,9 @@ struct ConnectionSlot: Sendable {
     }
 
     /// Runs the connection's handler as the server runs handlers (see ``Server/serveForever()``).
-    func runHandler(_ clientConnected: @escaping Server.ClientConnected, _ reader: StreamReader, _ writer: StreamWriter) {
+    func runHandler(
+        _ reader: StreamReader, _ writer: StreamWriter, _ clientConnected: @escaping Server.ClientConnected
+    ) {
         server.runHandler(PendingHandler(loop: loop, clientConnected: clientConnected, reader: reader, writer: writer))
     }
 

@@ -69,10 +69,10 @@ extension ConnectionStarter {
             }
             let (reader, writer) = streams
             guard let layer = writer.tls, let handshakeTimeout = tls?.handshakeTimeout else {
-                slot.runHandler(clientConnected, reader, writer)
+                slot.runHandler(reader, writer, clientConnected)
                 return
             }
-            slot.runHandler({ reader, writer in
+            slot.runHandler(reader, writer) { reader, writer in
                 do {
                     try await layer.waitForHandshake(timeout: handshakeTimeout)
                 } catch {
@@ -81,7 +81,7 @@ extension ConnectionStarter {
                     return
                 }
                 await clientConnected(reader, writer)
-            }, reader, writer)
+            }
         }
     }
 }
