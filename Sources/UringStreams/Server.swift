@@ -400,7 +400,7 @@ struct ConnectionStarter: Sendable {
 /// The task's closure calls `clientConnected` itself rather than a closure made per connection:
 /// each level of closure between a task and its handler's `read` adds frames the idle task keeps,
 /// and a few such levels pushed those frames into a second 1 KiB task-allocator slab per
-/// connection (docs/benchmarks.md, "Idle connections").
+/// connection (docs/benchmarks.md, "Idle memory: one allocator slab per handler task").
 struct PendingHandler: Sendable {
     let loop: EventLoop
     let clientConnected: Server.ClientConnected
