@@ -506,7 +506,9 @@ public final class EventLoop: @unchecked Sendable {
             let address = UInt(completion.userData & ~ReservedUserData.tagMask)
             let target = Unmanaged<CompletionTarget>.fromOpaque(UnsafeRawPointer(bitPattern: address)!)
             if completion.hasMore {
-                target.takeUnretainedValue().complete(completion, tag: tag)
+                // The reference submit() retained lives until the final completion, so the target
+                // outlives this call without a retain and release of its own.
+                target._withUnsafeGuaranteedRef { $0.complete(completion, tag: tag) }
             } else {
                 let object = target.takeRetainedValue()
                 if object.awaitedAtShutdown { operationsInFlight -= 1 }

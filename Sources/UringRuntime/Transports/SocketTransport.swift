@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import UringRing
 
 /// What a drain has to do, decided under one lock.
@@ -105,6 +106,9 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     /// Zero-copy sends are worth trying on this connection (a remote peer, the loop allows them,
     /// and the kernel has not reported copying or refused them here).
     private var zeroCopyEligible: Bool
+    /// `State.readingPaused`, readable without the lock: every received chunk checks it, and it
+    /// changes only under the lock (in pauseReading and resumeReading).
+    private let readingPausedMirror = Atomic<Bool>(false)
 
     /// Takes ownership of a connected socket; on `loop`'s thread. Call ``start(protocol:)`` next.
     package init(loop: EventLoop, fileDescriptor: Int32) {
@@ -364,6 +368,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         let changed = state.withLock { state -> Bool in
             guard !state.readingPaused, !state.writes.isClosing else { return false }
             state.readingPaused = true
+            readingPausedMirror.store(true, ordering: .releasing)
             return true
         }
         guard changed else { return }
@@ -380,6 +385,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         let changed = state.withLock { state -> Bool in
             guard state.readingPaused, !state.writes.isClosing else { return false }
             state.readingPaused = false
+            readingPausedMirror.store(false, ordering: .releasing)
             return true
         }
         // Always through the loop's queue, never inline: callers may hold the reader's lock, and
@@ -432,7 +438,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         loop.submitIgnoringResult(.cancel(target: userData))
     }
 
-    private var deliveryPaused: Bool { state.withLock { $0.readingPaused } }
+    private var deliveryPaused: Bool { readingPausedMirror.load(ordering: .acquiring) }
 
     private func deliver(_ bytes: Bytes) {
         if !held.isEmpty || deliveryPaused {
