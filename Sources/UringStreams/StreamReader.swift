@@ -1,3 +1,4 @@
+import Synchronization
 @_spi(UringInternals) import UringRuntime
 
 /// Buffered reading from a stream, as asyncio's `StreamReader`.
@@ -34,9 +35,16 @@ public final class StreamReader: Sendable {
 
     /// The buffer limit: separators must be found within it, and it sets the flow-control marks.
     public let limit: Int
-    /// Reading pauses above this much buffered memory (2 × `limit`, at most `Int.max`).
-    private let pauseAbove: Int
+    /// Reading pauses above this much buffered memory (2 × `limit`, at most `Int.max`); computed,
+    /// not stored, so the reader with its `hasException` flag still fits a 48-byte heap block.
+    private var pauseAbove: Int {
+        let (doubled, overflow) = limit.multipliedReportingOverflow(by: 2)
+        return overflow ? Int.max : doubled
+    }
     private let state = Locked(State())
+    /// Whether `State.exception` is set, readable without the lock: `StreamWriter.drain` checks it
+    /// on every call. Set under the lock, after the exception, and never cleared.
+    private let hasException = Atomic<Bool>(false)
 
     /// A standalone reader with the default limit (64 KiB), fed by hand.
     ///
@@ -58,8 +66,6 @@ public final class StreamReader: Sendable {
 
     init(validLimit: Int) {
         limit = validLimit
-        let (doubled, overflow) = validLimit.multipliedReportingOverflow(by: 2)
-        pauseAbove = overflow ? Int.max : doubled
     }
 
     /// Connects the reader to the transport it pauses and resumes.
@@ -119,7 +125,8 @@ public final class StreamReader: Sendable {
 
     /// The error every later read throws, once set (asyncio `exception()`).
     public var exception: (any Error)? {
-        state.withLock { $0.exception }
+        guard hasException.load(ordering: .acquiring) else { return nil }
+        return state.withLock { $0.exception }
     }
 
     /// Stores `error`, which every later read throws, and wakes a waiting read with it
@@ -127,6 +134,7 @@ public final class StreamReader: Sendable {
     public func setException(_ error: any Error) {
         state.withLock { state in
             state.exception = error
+            hasException.store(true, ordering: .releasing)
             state.changes &+= 1
             return state.waiters.takeAll()
         }.resume()
@@ -267,7 +275,7 @@ public final class StreamReader: Sendable {
     // MARK: Internals
 
     private func checkException() throws {
-        if let error = state.withLock({ $0.exception }) { throw error }
+        if let error = exception { throw error }
     }
 
     /// Runs one read: `attempt` (under the lock, after the stored error is checked) returns the
