@@ -208,6 +208,20 @@ public final class Server: Sendable {
             throw error
         }
         var cancelled = false
+        // On the listener's loop: each accepted connection wakes this task, which would otherwise
+        // resume on the global pool, a thread hop and two libdispatch blocks per connection.
+        await withTaskExecutorPreference(listenerLoop) {
+            await collectHandlers(cancelled: &cancelled)
+        }
+        if cancelled || Task.isCancelled {
+            close()
+            throw CancellationError()
+        }
+    }
+
+    /// serveForever's task group: starts each pending handler as a child task on its loop until
+    /// the server closes or the task is cancelled (then `cancelled` is set).
+    private func collectHandlers(cancelled: inout Bool) async {
         await withDiscardingTaskGroup { group in
             while true {
                 var batch: [PendingHandler] = []
@@ -243,10 +257,6 @@ public final class Server: Sendable {
                 }
                 if finished { break }
             }
-        }
-        if cancelled || Task.isCancelled {
-            close()
-            throw CancellationError()
         }
     }
 
