@@ -137,11 +137,12 @@ struct TLSProtocolTests {
             let serverSide = await made.receive()
             transport.write(Bytes("bye"))
             transport.close()
-            // Over TLS the size counts ciphertext queued too (asyncio's does): compare, not 3.
+            // Over TLS the size counts ciphertext queued too (asyncio's does): compare, not 3. The
+            // loop may send some of it meanwhile, so it can only shrink.
             let queued = transport.writeBufferSize
             transport.write(Bytes("after close"))
             #expect(transport.isClosing)
-            #expect(transport.writeBufferSize == queued)
+            #expect(transport.writeBufferSize <= queued)
             #expect(try await serverSide.received(count: 3) == "bye")
             // The server answers; the closed client must not deliver it.
             serverSide.transport?.write(Bytes("late"))

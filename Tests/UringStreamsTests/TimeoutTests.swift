@@ -133,16 +133,23 @@ struct TimeoutTests {
             let peer = try await onThread { try RawSocket.connectTCP(port: port) }
             defer { RawSocket.close(peer) }
             // Activity every 100 ms keeps it open past the timeout (with room for a loaded machine's
-            // stalls between two pings)...
+            // stalls between two pings)... The pings run on a thread of their own: from a task, a
+            // busy cooperative pool could hold the next ping back past the timeout, and the server
+            // would then rightly see an idle connection.
             let started = ContinuousClock.now
-            var lastEcho = started
-            for _ in 0..<22 {
-                try RawSocket.writeAll(peer, utf8("ping\n"))
-                let echoed = try await onThread { try RawSocket.readExactly(peer, count: 5) }
-                lastEcho = .now
-                #expect(text(echoed) == "ping\n")
-                try await settle(100)
+            let echoTimes = try await onThread { () throws -> [ContinuousClock.Instant] in
+                var times: [ContinuousClock.Instant] = []
+                for _ in 0..<22 {
+                    try RawSocket.writeAll(peer, utf8("ping\n"))
+                    let echoed = try RawSocket.readExactly(peer, count: 5)
+                    guard text(echoed) == "ping\n" else { break }
+                    times.append(.now)
+                    usleep(100_000)
+                }
+                return times
             }
+            #expect(echoTimes.count == 22, "echoes at \(echoTimes.map { $0 - started })")
+            let lastEcho = echoTimes.last ?? started
             #expect(ContinuousClock.now - started > .seconds(2))
             // ...then silence ends it, no sooner than the timeout after the last echo: the peer
             // sees the connection go, the handler timedOut.
