@@ -21,10 +21,13 @@ final class ReceiveBufferLease {
 /// bundles one completion may span several consecutive buffers. The pool mirrors the ring's order
 /// (which buffer id sits at which slot) to find those buffers and the offset within each.
 ///
-/// A buffer goes back to the kernel once the kernel is done with it and the pool's reference to its
-/// lease is the only one left, i.e. no `Bytes` refers to it any more, wherever that last `Bytes` was
-/// released. The loop asks for that check (``recycle()``) before it sleeps; it runs on the loop
-/// thread only.
+/// A buffer is free again once the kernel is done with it and the pool's reference to its lease is
+/// the only one left, i.e. no `Bytes` refers to it any more, wherever that last `Bytes` was
+/// released. Free buffers wait aside, and the ring holds only about 1 MiB of them, topped up once a
+/// turn with the buffers freed last: the kernel copies every receive into the buffer it takes, and
+/// cycling all of a loop's buffers (16 MiB by default) made those copies miss the CPU's caches. A
+/// ring that runs dry holds twice as many from then on, and shrinks back after a quiet while. It
+/// runs on the loop thread only.
 final class ProvidedBufferPool {
     let bufferSize: Int
     let bufferCount: Int
@@ -46,10 +49,23 @@ final class ProvidedBufferPool {
     @exclusivity(unchecked) private var tail: UInt16 = 0
     /// Buffers the kernel is done with that `Bytes` may still refer to.
     @exclusivity(unchecked) private var outstanding: [UInt16] = []
-    @exclusivity(unchecked) private var recycledScratch: [UInt16] = []
+    /// Free buffers not in the ring, the one freed last at the end: the ring is topped up from there.
+    @exclusivity(unchecked) private var stash: [UInt16] = []
+    /// How many buffers the ring should hold; between `minimumRingTarget` and `bufferCount`.
+    @exclusivity(unchecked) private(set) var ringTarget: Int
+    /// About 1 MiB of buffers, and at least 4: what a busy loop's receives take in one turn.
+    private let minimumRingTarget: Int
+    @exclusivity(unchecked) private var turnsSinceDry = 0
+    /// Turns without running dry after which a grown ring target halves.
+    static let turnsBeforeShrinking = 4096
 
-    /// Buffers the kernel can still write into (including a partly filled one at the head).
-    var available: Int { Int(tail &- head) }
+    /// Buffers in the ring that the kernel can still write into (including a partly filled one at
+    /// the head).
+    var ringEntries: Int { Int(tail &- head) }
+    /// Buffers the kernel can have: those in the ring and those waiting aside.
+    var available: Int { ringEntries + stash.count }
+    /// The ring slot the kernel takes next (for tests that play the kernel).
+    var ringHead: UInt16 { head }
     /// When no more than this many buffers are left, receives are copied out so their buffers go
     /// straight back: readers holding buffers (a slow consumer, a long `readExactly`) can then
     /// never take the last ones every other connection needs.
@@ -73,9 +89,11 @@ final class ProvidedBufferPool {
         filled = Array(repeating: 0, count: bufferCount)
         slots = Array(repeating: 0, count: bufferCount)
         outstanding.reserveCapacity(bufferCount)
-        recycledScratch.reserveCapacity(bufferCount)
-        for id in 0..<bufferCount { add(UInt16(id), at: id) }
-        publish(bufferCount)
+        minimumRingTarget = min(bufferCount, max(4, (1 << 20) / bufferSize))
+        ringTarget = minimumRingTarget
+        // The lowest ids go to the ring first, then in order from the stash.
+        stash = (0..<bufferCount).reversed().map { UInt16($0) }
+        fillRing()
     }
 
     /// Releases the ring; the loop calls it at shutdown, after the ring stopped using the buffers.
@@ -141,7 +159,7 @@ final class ProvidedBufferPool {
                     deliver(Bytes(owner: lease, base: base, count: piece))
                 }
             }
-        } while remaining > 0 && available > 0
+        } while remaining > 0 && ringEntries > 0
         return copied
     }
 
@@ -154,29 +172,68 @@ final class ProvidedBufferPool {
 
     var hasOutstanding: Bool { !outstanding.isEmpty }
 
-    /// Returns every buffer the kernel is done with and no `Bytes` refers to any more; returns how
-    /// many went back.
+    /// Takes back every buffer the kernel is done with and no `Bytes` refers to any more, then fills
+    /// the ring to its target; returns how many buffers were taken back.
     @discardableResult
     func recycle() -> Int {
+        let freed = collectFreed()
+        fillRing()
+        return freed
+    }
+
+    /// Once a turn, before the loop enters the kernel: fills the ring to its target, and halves a
+    /// grown target after ``turnsBeforeShrinking`` turns without running dry. Returns how many
+    /// buffers it took back, so the loop can re-arm receives that wait for buffers.
+    @discardableResult
+    func topUp() -> Int {
+        if ringTarget > minimumRingTarget {
+            turnsSinceDry += 1
+            if turnsSinceDry >= Self.turnsBeforeShrinking {
+                ringTarget = max(minimumRingTarget, ringTarget / 2)
+                turnsSinceDry = 0
+            }
+        }
+        guard ringEntries < ringTarget else { return 0 }
+        return recycle()
+    }
+
+    /// The kernel found the ring empty (`ENOBUFS`): from the next top-up on the ring holds twice as
+    /// many.
+    func ranDry() {
+        turnsSinceDry = 0
+        ringTarget = min(bufferCount, ringTarget * 2)
+    }
+
+    /// Moves free buffers from `outstanding` to the stash; returns how many.
+    private func collectFreed() -> Int {
         guard !outstanding.isEmpty else { return 0 }
-        recycledScratch.removeAll(keepingCapacity: true)
+        let before = stash.count
         var kept = 0
         for i in outstanding.indices {
             let id = outstanding[i]
             if isKnownUniquelyReferenced(&leases[Int(id)]) {
-                recycledScratch.append(id)
+                stash.append(id)
             } else {
                 outstanding[kept] = id
                 kept += 1
             }
         }
         outstanding.removeLast(outstanding.count - kept)
-        guard !recycledScratch.isEmpty else { return 0 }
+        let freed = stash.count - before
         // The last release may have happened on another thread; order its reads of the buffer
         // before the kernel may write into it again.
-        atomicFenceAcquire()
-        for (offset, id) in recycledScratch.enumerated() { add(id, at: offset) }
-        publish(recycledScratch.count)
-        return recycledScratch.count
+        if freed > 0 { atomicFenceAcquire() }
+        return freed
+    }
+
+    /// Gives the kernel buffers from the stash until the ring holds `ringTarget`, the ones freed last
+    /// first: those were written lately, so they go before buffers long unused.
+    private func fillRing() {
+        let wanted = ringTarget - ringEntries
+        guard wanted > 0 else { return }
+        let count = min(wanted, stash.count)
+        guard count > 0 else { return }
+        for offset in 0..<count { add(stash.removeLast(), at: offset) }
+        publish(count)
     }
 }

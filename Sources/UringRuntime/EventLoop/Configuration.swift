@@ -11,8 +11,9 @@ extension EventLoop {
         /// Submission queue entries (`URINGSTREAMS_RING_ENTRIES`); the completion queue gets 8 times
         /// as many. Brought into 1...32768.
         public var ringEntries: UInt32 = 256
-        /// Receive buffers in the loop's provided-buffer ring, a power of two
-        /// (`URINGSTREAMS_RECEIVE_BUFFER_COUNT`).
+        /// Receive buffers of the loop, a power of two (`URINGSTREAMS_RECEIVE_BUFFER_COUNT`). The
+        /// provided-buffer ring holds about 1 MiB of them at a time, the ones freed last first, so
+        /// the kernel copies into memory still in the CPU's caches; it holds more after running dry.
         public var receiveBufferCount = 64
         /// Size of each receive buffer (`URINGSTREAMS_RECEIVE_BUFFER_SIZE`). The 16 MiB this makes
         /// per loop is address space: pages become resident as the kernel first writes them.

@@ -506,6 +506,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
             }
         } else if result == -ENOBUFS {
             loop.counters.bufferExhaustions += 1
+            loop.bufferPool.ranDry()
             if !completion.hasMore {
                 // Buffers may already be back (recycled between the kernel's miss and now): then
                 // re-arm this turn, unless others wait for them first; otherwise wait for a
