@@ -23,11 +23,13 @@ import Testing
 
     @Test func theRingHoldsAboutAMebibyteAndTheRestWaitsAside() throws {
         let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let pool = try ProvidedBufferPool(
+            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
         #expect(pool.ringEntries == 4)
         #expect(pool.available == 64)
         // Small buffers: as many as make a mebibyte.
-        let small = try ProvidedBufferPool(ring: ScriptedRing(), group: 1, bufferCount: 512, bufferSize: 16_384, incremental: false)
+        let small = try ProvidedBufferPool(
+            ring: ScriptedRing(), group: 1, bufferCount: 512, bufferSize: 16_384, incremental: false)
         #expect(small.ringEntries == 64)
     }
 
@@ -35,7 +37,8 @@ import Testing
     /// buffers that have been free longer, so the kernel's copies land in warm memory.
     @Test func aBufferFreedLastIsTheNextTheKernelGets() throws {
         let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let pool = try ProvidedBufferPool(
+            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
         var held: [Bytes] = []
         var freed: UInt16 = 0
         for index in 0..<3 {
@@ -56,7 +59,8 @@ import Testing
     /// while without running dry.
     @Test func runningDryGrowsTheRingAndQuietShrinksIt() throws {
         let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let pool = try ProvidedBufferPool(
+            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
         pool.ranDry()
         pool.topUp()
         #expect(pool.ringEntries == 8)
