@@ -27,10 +27,13 @@ import Testing
             ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
         #expect(pool.ringEntries == 4)
         #expect(pool.available == 64)
+        pool.close(ring: ring)
         // Small buffers: as many as make a mebibyte.
+        let smallRing = ScriptedRing()
         let small = try ProvidedBufferPool(
-            ring: ScriptedRing(), group: 1, bufferCount: 512, bufferSize: 16_384, incremental: false)
+            ring: smallRing, group: 1, bufferCount: 512, bufferSize: 16_384, incremental: false)
         #expect(small.ringEntries == 64)
+        small.close(ring: smallRing)
     }
 
     /// A buffer freed a moment ago is still in the CPU's caches: it goes back to the kernel ahead of
@@ -52,7 +55,9 @@ import Testing
         for _ in 0..<4 { taken.append(receive(ring, pool).0) }
         #expect(taken.contains(freed))
         #expect(pool.available == 64 - 2 - 4)
-        withExtendedLifetime(held) {}
+        // No `Bytes` left, so closing unmaps the buffers.
+        held.removeAll()
+        pool.close(ring: ring)
     }
 
     /// Running dry while buffers wait aside doubles what the ring holds; it shrinks back after a
@@ -71,5 +76,6 @@ import Testing
         // Entries already given to the kernel stay; the target is back to its floor.
         #expect(pool.ringTarget == 4)
         #expect(pool.ringEntries == 16)
+        pool.close(ring: ring)
     }
 }
