@@ -123,6 +123,9 @@ int server_alive(server_t *s);
 
 long proc_fds(pid_t pid);
 long proc_status_kb(pid_t pid, const char *field);  // VmRSS, VmHWM... in KiB
+// Resident KiB of the process's mappings of exactly `size_kb` (a loop's receive buffers are one
+// anonymous mapping of their whole size), from /proc/PID/smaps.
+long proc_mappings_rss_kb(pid_t pid, long size_kb);
 double proc_cpu_seconds(pid_t pid);
 void proc_reset_peak(pid_t pid);
 // Waits until the server's descriptor count is at most target; returns the last count seen.

@@ -361,6 +361,26 @@ long proc_status_kb(pid_t pid, const char *field) {
     return kb;
 }
 
+long proc_mappings_rss_kb(pid_t pid, long size_kb) {
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/smaps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long total = 0, value;
+    int match = 0;
+    while (fgets(line, sizeof line, f)) {
+        // "Size:" starts each mapping's figures ("KernelPageSize:" does not match it).
+        if (sscanf(line, "Size: %ld kB", &value) == 1) {
+            match = value == size_kb;
+        } else if (match && sscanf(line, "Rss: %ld kB", &value) == 1) {
+            total += value;
+            match = 0;
+        }
+    }
+    fclose(f);
+    return total;
+}
+
 double proc_cpu_seconds(pid_t pid) {
     char path[64], buf[2048];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
