@@ -51,7 +51,7 @@ extension EventLoop {
         // nothing in flight there is nothing to wait for (the wake-up read is not re-armed).
         let block = sleep && (isStopping ? operationsInFlight > 0 : !isStopRequested)
         defer { if sleep { leaveSleep() } }
-        // Buffers taken back here go to receives waiting for them first, as in a recycle above.
+        // As after a recycle above: buffers taken back re-arm the receives that wait for them.
         if bufferPool.topUp() > 0, !buffersWanted.isEmpty { resumeBufferWaiters() }
         do {
             try ring.submit(waitingFor: block ? 1 : 0)
