@@ -35,8 +35,6 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
 
     private struct State {
         var writes = WriteBuffer()
-        /// pauseReading() was called (and not undone by resumeReading()).
-        var readingPaused = false
         /// The descriptor is closed and the protocol told.
         var lost = false
         var lostError: (any Error)?
@@ -106,9 +104,9 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     /// Zero-copy sends are worth trying on this connection (a remote peer, the loop allows them,
     /// and the kernel has not reported copying or refused them here).
     private var zeroCopyEligible: Bool
-    /// `State.readingPaused`, readable without the lock: every received chunk checks it, and it
-    /// changes only under the lock (in pauseReading and resumeReading).
-    private let readingPausedMirror = Atomic<Bool>(false)
+    /// pauseReading() was called (and not undone by resumeReading()). Changed only under `state`'s
+    /// lock, together with the checks of the write buffer; read without it on every received chunk.
+    private let readingPaused = Atomic<Bool>(false)
 
     /// Takes ownership of a connected socket; on `loop`'s thread. Call ``start(protocol:)`` next.
     package init(loop: EventLoop, fileDescriptor: Int32) {
@@ -366,9 +364,8 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
 
     public func pauseReading() {
         let changed = state.withLock { state -> Bool in
-            guard !state.readingPaused, !state.writes.isClosing else { return false }
-            state.readingPaused = true
-            readingPausedMirror.store(true, ordering: .releasing)
+            guard !readingPaused.load(ordering: .relaxed), !state.writes.isClosing else { return false }
+            readingPaused.store(true, ordering: .releasing)
             return true
         }
         guard changed else { return }
@@ -383,9 +380,8 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
 
     public func resumeReading() {
         let changed = state.withLock { state -> Bool in
-            guard state.readingPaused, !state.writes.isClosing else { return false }
-            state.readingPaused = false
-            readingPausedMirror.store(false, ordering: .releasing)
+            guard readingPaused.load(ordering: .relaxed), !state.writes.isClosing else { return false }
+            readingPaused.store(false, ordering: .releasing)
             return true
         }
         // Always through the loop's queue, never inline: callers may hold the reader's lock, and
@@ -393,7 +389,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         if changed { loop.execute { self.syncReceive() } }
     }
 
-    public var isReading: Bool { state.withLock { !$0.readingPaused && !$0.writes.isClosing } }
+    public var isReading: Bool { readingWanted }
 
     private func onLoop(_ work: @escaping @Sendable (SocketTransport) -> Void) {
         if loop.inEventLoop {
@@ -403,7 +399,9 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         }
     }
 
-    private var readingWanted: Bool { state.withLock { !$0.readingPaused && !$0.writes.isClosing } }
+    private var readingWanted: Bool {
+        state.withLock { !readingPaused.load(ordering: .acquiring) && !$0.writes.isClosing }
+    }
 
     private func armReceive() {
         guard case .idle = receive, descriptor == .open, !loop.isStopping else { return }
@@ -438,7 +436,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         loop.submitIgnoringResult(.cancel(target: userData))
     }
 
-    private var deliveryPaused: Bool { readingPausedMirror.load(ordering: .acquiring) }
+    private var deliveryPaused: Bool { readingPaused.load(ordering: .acquiring) }
 
     private func deliver(_ bytes: Bytes) {
         if !held.isEmpty || deliveryPaused {
