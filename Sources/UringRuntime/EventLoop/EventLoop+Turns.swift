@@ -52,7 +52,7 @@ extension EventLoop {
         let block = sleep && (isStopping ? operationsInFlight > 0 : !isStopRequested)
         defer { if sleep { leaveSleep() } }
         // As after a recycle above: buffers taken back re-arm the receives that wait for them.
-        if bufferPool.topUp() > 0, !buffersWanted.isEmpty { resumeBufferWaiters() }
+        if bufferPool.topUp() > 0 { resumeBufferWaiters() }
         do {
             try ring.submit(waitingFor: block ? 1 : 0)
         } catch {
