@@ -27,7 +27,7 @@ struct ServerLifecycleTests {
                     writer.close()
                 }
                 let port = try #require(server.addresses.first).port
-                let listening = try #require(descriptorBound(toPort: port))
+                let listening = try #require(descriptorsBound(toPort: port).first)
                 try await group.shutdown()
                 // The loop's shutdown closed the listener; take its number for a socket pair.
                 let (a, b) = try RawSocket.pair()
@@ -61,12 +61,16 @@ struct ServerLifecycleTests {
         }
     }
 
-    /// The descriptor of this process bound to TCP `port`, found by asking each open one.
-    private func descriptorBound(toPort port: Int) -> Int32? {
-        for fd in Int32(0)..<4096 where fcntl(fd, F_GETFD) >= 0 {
-            if (try? RawSocket.localPort(of: fd)) == port { return fd }
-        }
-        return nil
+    /// The descriptors of this process bound to TCP `port`, found by asking each open one (a server
+    /// may have one per loop).
+    private func descriptorsBound(toPort port: Int) -> [Int32] {
+        (Int32(0)..<4096).filter { fd in fcntl(fd, F_GETFD) >= 0 && (try? RawSocket.localPort(of: fd)) == port }
+    }
+
+    /// The inode of a socket's descriptor, as /proc/net/tcp names the socket.
+    private func socketInode(_ fd: Int32) -> UInt64 {
+        var info = stat()
+        return fstat(fd, &info) == 0 ? UInt64(info.st_ino) : 0
     }
 
     /// isServing is true only once the sockets listen: a client that connects the moment it sees
@@ -120,11 +124,18 @@ struct ServerLifecycleTests {
                     writer.close()
                 }
                 let port = try #require(server.addresses.first).port
+                let ours = Set(descriptorsBound(toPort: port).map(socketInode))
+                #expect(!ours.isEmpty)
                 async let serving: Void = { try? await server.startServing() }()
                 server.close()
                 await serving
                 await server.waitClosed()
-                #expect(throws: SystemCallFailed.self) { RawSocket.close(try RawSocket.connectTCP(port: port)) }
+                // Once closed the port is free, and another test (or process) may listen on it at
+                // once: a connect that is accepted must have reached someone else's socket.
+                guard let client = try? RawSocket.connectTCP(port: port) else { continue }
+                RawSocket.close(client)
+                let listening = try await onThread { SocketTable.listeningInodes(port: port) }
+                #expect(listening.isDisjoint(with: ours), "a socket of the closed server still listens on \(port)")
             }
         }
     }

@@ -111,6 +111,11 @@ enum SocketTable {
         entries(port: remotePort).filter { $0.remotePort == remotePort && $0.state == State.synSent.rawValue }.count
     }
 
+    /// The inodes of the sockets (of any process) listening on `port`.
+    static func listeningInodes(port: Int) -> Set<UInt64> {
+        Set(entries(port: port).filter { $0.localPort == port && $0.state == State.listen.rawValue }.map(\.inode))
+    }
+
     /// How many finished connections wait in the listen queue of the socket on `port`.
     static func listenQueue(of port: Int) -> Int? {
         entries(port: port).first { $0.localPort == port && $0.state == State.listen.rawValue }?.receiveQueue
