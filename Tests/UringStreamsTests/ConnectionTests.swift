@@ -145,9 +145,10 @@ struct ConnectionTests {
     @Test(arguments: [nil, .milliseconds(250)] as [Duration?])
     func connectingToAClosedPortIsRefused(happyEyeballsDelay: Duration?) async throws {
         try await withDeadline {
-            let port = try RawSocket.unusedPort()
-            await #expect(throws: StreamError.connectionRefused) {
-                _ = try await openConnection(host: "127.0.0.1", port: port, happyEyeballsDelay: happyEyeballsDelay)
+            try await RawSocket.withRefusingPort { port in
+                await #expect(throws: StreamError.connectionRefused) {
+                    _ = try await openConnection(host: "127.0.0.1", port: port, happyEyeballsDelay: happyEyeballsDelay)
+                }
             }
         }
     }

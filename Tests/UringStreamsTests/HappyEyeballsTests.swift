@@ -50,18 +50,20 @@ struct HappyEyeballsTests {
         try await withDeadline {
             // Resolver order: two IPv4 addresses that refuse, then an IPv6 one that fails without a
             // packet (the local address is IPv4). Interleaved, the IPv6 address goes second.
-            let refused = try Self.loopback(try RawSocket.unusedPort())
-            let v6 = try SocketAddress(host: "::1", port: refused.port)
-            let local = try SocketAddress(host: "127.0.0.1", port: 0)
-            let interleaved = await #expect(throws: ConnectionAttemptsError.self) {
-                _ = try await Self.connect([refused, refused, v6], from: local, delay: .seconds(5))
+            try await RawSocket.withRefusingPort { port in
+                let refused = try Self.loopback(port)
+                let v6 = try SocketAddress(host: "::1", port: port)
+                let local = try SocketAddress(host: "127.0.0.1", port: 0)
+                let interleaved = await #expect(throws: ConnectionAttemptsError.self) {
+                    _ = try await Self.connect([refused, refused, v6], from: local, delay: .seconds(5))
+                }
+                #expect(interleaved?.attempts.map(\.address) == [refused, v6, refused])
+                // interleave: 0 keeps the resolver's order.
+                let inOrder = await #expect(throws: ConnectionAttemptsError.self) {
+                    _ = try await Self.connect([refused, refused, v6], from: local, delay: .seconds(5), interleave: 0)
+                }
+                #expect(inOrder?.attempts.map(\.address) == [refused, refused, v6])
             }
-            #expect(interleaved?.attempts.map(\.address) == [refused, v6, refused])
-            // interleave: 0 keeps the resolver's order.
-            let inOrder = await #expect(throws: ConnectionAttemptsError.self) {
-                _ = try await Self.connect([refused, refused, v6], from: local, delay: .seconds(5), interleave: 0)
-            }
-            #expect(inOrder?.attempts.map(\.address) == [refused, refused, v6])
         }
     }
 
@@ -100,11 +102,12 @@ struct HappyEyeballsTests {
         try await withDeadline(40) {
             let server = try Self.holdingServer()
             defer { server.stop() }
-            let refused = try RawSocket.unusedPort()
             let clock = ContinuousClock()
             let start = clock.now
-            let fd = try await Self.connect(
-                [try Self.loopback(refused), try Self.loopback(server.port)], delay: .seconds(30))
+            let fd = try await RawSocket.withRefusingPort { refused in
+                try await Self.connect(
+                    [try Self.loopback(refused), try Self.loopback(server.port)], delay: .seconds(30))
+            }
             defer { RawSocket.close(fd) }
             #expect(clock.now - start < .seconds(15))
             #expect(SocketDescriptor.peerAddress(of: fd)?.port == server.port)
@@ -160,8 +163,9 @@ struct HappyEyeballsTests {
         try await withDeadline {
             let server = try Self.holdingServer()
             defer { server.stop() }
-            let refused = try RawSocket.unusedPort()
-            let fd = try await Self.connect([try Self.loopback(refused), try Self.loopback(server.port)], delay: nil)
+            let fd = try await RawSocket.withRefusingPort { refused in
+                try await Self.connect([try Self.loopback(refused), try Self.loopback(server.port)], delay: nil)
+            }
             defer { RawSocket.close(fd) }
             #expect(SocketDescriptor.peerAddress(of: fd)?.port == server.port)
         }
@@ -173,10 +177,12 @@ struct HappyEyeballsTests {
     @Test(arguments: [nil, .milliseconds(50)] as [Duration?])
     func theSameFailureEverywhereIsThrownAsItIs(delay: Duration?) async throws {
         try await withDeadline {
-            let first = try RawSocket.unusedPort()
-            let second = try RawSocket.unusedPort()
-            await #expect(throws: StreamError.connectionRefused) {
-                _ = try await Self.connect([try Self.loopback(first), try Self.loopback(second)], delay: delay)
+            try await RawSocket.withRefusingPort { first in
+                try await RawSocket.withRefusingPort { second in
+                    await #expect(throws: StreamError.connectionRefused) {
+                        _ = try await Self.connect([try Self.loopback(first), try Self.loopback(second)], delay: delay)
+                    }
+                }
             }
         }
     }
@@ -185,17 +191,19 @@ struct HappyEyeballsTests {
     @Test(arguments: [nil, .milliseconds(50)] as [Duration?])
     func differentFailuresAreCombined(delay: Duration?) async throws {
         try await withDeadline {
-            let refused = try Self.loopback(try RawSocket.unusedPort())
-            let v6 = try SocketAddress(host: "::1", port: refused.port)
-            let local = try SocketAddress(host: "127.0.0.1", port: 0)
-            let error = await #expect(throws: ConnectionAttemptsError.self) {
-                _ = try await Self.connect([v6, refused], from: local, delay: delay)
+            try await RawSocket.withRefusingPort { port in
+                let refused = try Self.loopback(port)
+                let v6 = try SocketAddress(host: "::1", port: port)
+                let local = try SocketAddress(host: "127.0.0.1", port: 0)
+                let error = await #expect(throws: ConnectionAttemptsError.self) {
+                    _ = try await Self.connect([v6, refused], from: local, delay: delay)
+                }
+                let attempts = try #require(error?.attempts)
+                #expect(attempts.map(\.address) == [v6, refused])
+                #expect(isInvalidArgument(attempts.first?.error))
+                #expect(attempts.last?.error == .connectionRefused)
+                #expect(error?.description.hasPrefix("Multiple exceptions: ") == true)
             }
-            let attempts = try #require(error?.attempts)
-            #expect(attempts.map(\.address) == [v6, refused])
-            #expect(isInvalidArgument(attempts.first?.error))
-            #expect(attempts.last?.error == .connectionRefused)
-            #expect(error?.description.hasPrefix("Multiple exceptions: ") == true)
         }
     }
 

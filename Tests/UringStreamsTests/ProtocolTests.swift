@@ -1,7 +1,7 @@
 import Glibc
 import Testing
-
 @_spi(UringInternals) import UringRuntime
+
 @testable import UringStreams
 
 /// The transports-and-protocols API, as CPython's `test_events.py` checks `create_server` and
@@ -215,12 +215,13 @@ import Testing
 
     @Test func aRefusedConnectionNeverMakesAProtocol() async throws {
         try await withDeadline {
-            let port = try RawSocket.unusedPort()
             let made = Locked(0)
-            await #expect(throws: StreamError.connectionRefused) {
-                _ = try await createConnection(host: "127.0.0.1", port: port) {
-                    made.update { $0 += 1 }
-                    return RecordingProtocol()
+            try await RawSocket.withRefusingPort { port in
+                await #expect(throws: StreamError.connectionRefused) {
+                    _ = try await createConnection(host: "127.0.0.1", port: port) {
+                        made.update { $0 += 1 }
+                        return RecordingProtocol()
+                    }
                 }
             }
             #expect(made.value == 0)

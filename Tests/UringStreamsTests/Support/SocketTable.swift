@@ -5,6 +5,8 @@
 
 import Foundation
 import Glibc
+import Testing
+import UringStreams
 
 enum SocketTable {
     /// TCP states as /proc/net/tcp prints them (include/net/tcp_states.h).
@@ -114,6 +116,43 @@ enum SocketTable {
     /// The inodes of the sockets (of any process) listening on `port`.
     static func listeningInodes(port: Int) -> Set<UInt64> {
         Set(entries(port: port).filter { $0.localPort == port && $0.state == State.listen.rawValue }.map(\.inode))
+    }
+
+    /// The inodes of the listening or connected sockets (of any process) with `port` as their own.
+    static func inodes(boundToPort port: Int) -> Set<UInt64> {
+        Set(entries(port: port).filter { $0.localPort == port }.map(\.inode))
+    }
+
+    /// The inodes of this process's sockets bound to `port`, as the table names them.
+    static func ownInodes(boundToPort port: Int) -> Set<UInt64> {
+        Set(
+            RawSocket.descriptors(boundToPort: port).compactMap { fd in
+                var info = stat()
+                return fstat(fd, &info) == 0 ? UInt64(info.st_ino) : nil
+            })
+    }
+
+    /// Expects `connect`, made to the port of a server that closed, to be refused, or else to have
+    /// reached a socket that is not one of `closed` (the inodes the server's sockets had, from
+    /// ``ownInodes(boundToPort:)`` before it closed): the freed port may go at once to a parallel
+    /// test's listener.
+    static func expectRefused(
+        port: Int, closed: Set<UInt64>, sourceLocation: SourceLocation = #_sourceLocation,
+        _ connect: () async throws -> Void
+    ) async throws {
+        #expect(!closed.isEmpty, "no socket of the server was found before it closed", sourceLocation: sourceLocation)
+        do {
+            try await connect()
+        } catch {
+            let refused =
+                (error as? StreamError) == .connectionRefused || (error as? SystemCallFailed)?.errno == ECONNREFUSED
+            #expect(refused, "\(error)", sourceLocation: sourceLocation)
+            return
+        }
+        let listening = try await onThread { listeningInodes(port: port) }
+        #expect(
+            listening.isDisjoint(with: closed), "a socket of the closed server still listens on \(port)",
+            sourceLocation: sourceLocation)
     }
 
     /// How many finished connections wait in the listen queue of the socket on `port`.

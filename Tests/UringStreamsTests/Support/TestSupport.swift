@@ -70,6 +70,7 @@ private final class DeadlineRace<Value: Sendable>: Sendable {
 
 /// Runs `body` in its own task and throws `DeadlineExceeded` (cancelling that
 /// task) when it has not finished after `seconds`, without waiting for it.
+@discardableResult
 func withDeadline<T: Sendable>(
     _ seconds: Double = 10, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
@@ -371,11 +372,28 @@ enum RawSocket {
         }
     }
 
-    /// A port that nothing listens on right now (bound, then released).
+    /// A port that nothing listens on right now (bound, then released), for a server to bind by
+    /// number. Not for a connect that must be refused: use ``withRefusingPort(_:)``.
     static func unusedPort() throws -> Int {
         let (descriptor, port) = try tcpLoopback(listening: false)
         Glibc.close(descriptor)
         return port
+    }
+
+    /// Runs `body` with a loopback port that refuses connections until it returns: its socket is
+    /// bound and never listens, so the kernel resets a connect and gives the port to no one else.
+    /// A port that was only freed may be taken at once by a parallel test's listener.
+    @discardableResult
+    static func withRefusingPort<R>(_ body: (Int) async throws -> R) async throws -> R {
+        let (descriptor, port) = try tcpLoopback(listening: false)
+        defer { Glibc.close(descriptor) }
+        return try await body(port)
+    }
+
+    /// The descriptors of this process bound to TCP `port`, found by asking each open one (a
+    /// server may have one per loop).
+    static func descriptors(boundToPort port: Int) -> [Int32] {
+        (Int32(0)..<4096).filter { fd in fcntl(fd, F_GETFD) >= 0 && (try? localPort(of: fd)) == port }
     }
 
     static func withUnixAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) throws -> R {
