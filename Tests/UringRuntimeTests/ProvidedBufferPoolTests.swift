@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 
 @testable import UringRing
@@ -77,5 +78,78 @@ import Testing
         #expect(pool.ringTarget == 4)
         #expect(pool.ringEntries == 16)
         pool.close(ring: ring)
+    }
+
+    /// On an idle loop turns are rare, so the release interval shrinks a grown ring too: halved
+    /// after an interval without running dry, kept after one that ran dry.
+    @Test func aReleaseIntervalWithoutRunningDryHalvesAGrownRing() throws {
+        let ring = ScriptedRing()
+        let pool = try ProvidedBufferPool(
+            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        #expect(!pool.mayReleaseMemory)
+        pool.ranDry()
+        pool.ranDry()
+        #expect(pool.ringTarget == 16)
+        #expect(pool.mayReleaseMemory)
+        pool.endReleaseInterval()
+        #expect(pool.ringTarget == 16)
+        pool.endReleaseInterval()
+        #expect(pool.ringTarget == 8)
+        pool.endReleaseInterval()
+        #expect(pool.ringTarget == 4)
+        #expect(!pool.mayReleaseMemory)
+        pool.close(ring: ring)
+    }
+
+    /// Buffers that stay free through a whole release interval give their pages back, all but a
+    /// reserve of the warmest; buffers freed during the interval keep theirs until the next one.
+    @Test func buffersFreeForAWholeIntervalGiveTheirPagesBack() throws {
+        let ring = ScriptedRing()
+        let pool = try ProvidedBufferPool(
+            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        // Nothing was written yet, so nothing is resident to give back.
+        #expect(!pool.mayReleaseMemory)
+        #expect(pool.endReleaseInterval() == 0)
+        // A burst: 24 buffers written by the "kernel" and held by readers.
+        var held: [Bytes] = []
+        for _ in 0..<24 {
+            memset(ring.bufferRing!.entry(at: pool.ringHead).address, 1, Self.size)
+            held.append(receive(ring, pool).1)
+            pool.recycle()
+        }
+        #expect(pool.residentBytes == 24 * Self.size)
+        held.removeAll()
+        #expect(pool.recycle() == 24)
+        #expect(pool.mayReleaseMemory)
+        // Freed during this interval: kept.
+        #expect(pool.endReleaseInterval() == 0)
+        #expect(pool.residentBytes == 24 * Self.size)
+        // Free through the whole next one: released, but for the 4 freed last.
+        #expect(pool.endReleaseInterval() == 20)
+        #expect(pool.residentBytes == 4 * Self.size)
+        #expect(!pool.mayReleaseMemory)
+        // Released buffers work as before once the ring gets them again.
+        for _ in 0..<40 {
+            let (_, bytes) = receive(ring, pool, count: 4_096)
+            #expect(bytes.count == 4_096)
+            pool.recycle()
+        }
+        pool.close(ring: ring)
+    }
+
+    /// The release interval comes from the environment in milliseconds; 0 keeps buffers resident.
+    @Test func theReleaseIntervalIsConfiguredInMilliseconds() {
+        let configured = { (value: String) in
+            EventLoop.Configuration(environment: { $0 == "URINGSTREAMS_RECEIVE_BUFFER_RELEASE_MS" ? value : nil })
+        }
+        #expect(EventLoop.Configuration(environment: { _ in nil }).receiveBufferRelease == .seconds(2))
+        #expect(configured("500").receiveBufferRelease == .milliseconds(500))
+        #expect(configured("0").receiveBufferRelease == nil)
+        let negative = configured("-1")
+        #expect(negative.receiveBufferRelease == .seconds(2))
+        #expect(negative.rejectedEnvironment.count == 1)
+        var configuration = EventLoop.Configuration()
+        configuration.receiveBufferRelease = .zero
+        #expect(configuration.validated.receiveBufferRelease == nil)
     }
 }

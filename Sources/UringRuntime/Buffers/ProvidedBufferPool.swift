@@ -26,8 +26,10 @@ final class ReceiveBufferLease {
 /// released. Free buffers wait aside, and the ring holds only about 1 MiB of them, topped up once a
 /// turn with the buffers freed last: the kernel copies every receive into the buffer it takes, and
 /// cycling all of a loop's buffers (16 MiB by default) made those copies miss the CPU's caches. A
-/// ring that runs dry holds twice as many from then on, and shrinks back after a quiet while. It
-/// runs on the loop thread only.
+/// ring that runs dry holds twice as many from then on, and shrinks back after a quiet while.
+/// Buffers that wait aside through a whole release interval (``endReleaseInterval()``) give their pages back,
+/// so a burst does not keep its memory resident for the loop's lifetime. It runs on the loop
+/// thread only.
 final class ProvidedBufferPool {
     let bufferSize: Int
     let bufferCount: Int
@@ -56,6 +58,13 @@ final class ProvidedBufferPool {
     /// About 1 MiB of buffers, and at least 4: what a busy loop's receives take in one turn.
     private let minimumRingTarget: Int
     @exclusivity(unchecked) private var turnsSinceDry = 0
+    /// Stash entries below this index hold no pages: given back, or never written.
+    @exclusivity(unchecked) private var releasedBelow = 0
+    /// The fewest entries the stash held since the last ``endReleaseInterval()``: those below were
+    /// not taken out in between.
+    @exclusivity(unchecked) private var untouchedBelow = 0
+    /// Whether the ring ran dry since the last ``endReleaseInterval()``.
+    @exclusivity(unchecked) private var ranDrySinceRelease = false
     /// Turns without running dry after which a grown ring target halves.
     static let turnsBeforeShrinking = 4096
 
@@ -94,6 +103,8 @@ final class ProvidedBufferPool {
         // The lowest ids go to the ring first, then in order from the stash.
         stash = (0..<bufferCount).reversed().map { UInt16($0) }
         fillRing()
+        releasedBelow = stash.count
+        untouchedBelow = stash.count
     }
 
     /// Releases the ring; the loop calls it at shutdown, after the ring stopped using the buffers.
@@ -201,7 +212,49 @@ final class ProvidedBufferPool {
     /// many.
     func ranDry() {
         turnsSinceDry = 0
+        ranDrySinceRelease = true
         ringTarget = min(bufferCount, ringTarget * 2)
+    }
+
+    /// Whether a later ``endReleaseInterval()`` would have work: free buffers beyond a warm reserve
+    /// may hold pages, or the ring's target has grown.
+    var mayReleaseMemory: Bool {
+        stash.count - minimumRingTarget > releasedBelow || ringTarget > minimumRingTarget
+    }
+
+    /// Once an interval: halves a grown ring target unless the ring ran dry meanwhile (buffers the
+    /// kernel holds stay there until it uses them, and are not given back to the ring), and gives
+    /// back the pages of the free buffers that stayed aside since the last call (`MADV_DONTNEED`),
+    /// except a reserve of the warmest ones, as many as the ring's floor, for the next burst. The
+    /// kernel's next write into a released buffer faults in zeroed pages. Returns how many buffers
+    /// it released.
+    @discardableResult
+    func endReleaseInterval() -> Int {
+        if !ranDrySinceRelease, ringTarget > minimumRingTarget {
+            ringTarget = max(minimumRingTarget, ringTarget / 2)
+            turnsSinceDry = 0
+        }
+        ranDrySinceRelease = false
+        let end = min(untouchedBelow, stash.count - minimumRingTarget)
+        var released = 0
+        if end > releasedBelow {
+            for index in releasedBelow..<end {
+                _ = madvise(leases[Int(stash[index])].address, bufferSize, MADV_DONTNEED)
+            }
+            released = end - releasedBelow
+            releasedBelow = end
+        }
+        untouchedBelow = stash.count
+        return released
+    }
+
+    /// How many bytes of the buffers' memory are resident now (`mincore`), for tests and diagnostics.
+    var residentBytes: Int {
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let bytes = bufferCount * bufferSize
+        var pages = [UInt8](repeating: 0, count: (bytes + pageSize - 1) / pageSize)
+        guard mincore(storage, bytes, &pages) == 0 else { return 0 }
+        return pages.reduce(0) { $0 + Int($1 & 1) } * pageSize
     }
 
     /// Moves free buffers from `outstanding` to the stash; returns how many.
@@ -235,5 +288,7 @@ final class ProvidedBufferPool {
         guard count > 0 else { return }
         for offset in 0..<count { add(stash.removeLast(), at: offset) }
         publish(count)
+        untouchedBelow = min(untouchedBelow, stash.count)
+        releasedBelow = min(releasedBelow, stash.count)
     }
 }

@@ -28,6 +28,8 @@ enum ReservedUserData {
     static let ignored: UInt64 = 0
     /// The loop's eventfd read: another thread woke the loop.
     static let wake: UInt64 = 1
+    /// The loop's timer for giving unused receive buffers' pages back.
+    static let bufferRelease: UInt64 = 2
     /// Tags live in the low four bits of a target's address.
     static let tagMask: UInt64 = 0xF
 }

@@ -27,6 +27,12 @@ extension EventLoop {
         /// buffers a receive rarely spans two, and streaming measured slower with bundles (one
         /// completion's data then arrives as several chunks, each read and written on its own).
         public var receiveBundles = false
+        /// Free receive buffers left unused this long give their pages back to the system
+        /// (`madvise(MADV_DONTNEED)`), all but about 1 MiB kept for the next burst, and a ring grown
+        /// by a burst shrinks back; nil keeps them resident (`URINGSTREAMS_RECEIVE_BUFFER_RELEASE_MS`,
+        /// 0 for never). A buffer is released one to two intervals after its last use, and its
+        /// next use faults in fresh pages. Buffers in the ring keep their pages until used.
+        public var receiveBufferRelease: Duration? = .seconds(2)
         /// Sends of at least this many bytes to a peer that is not on this host use
         /// `IORING_OP_SENDMSG_ZC`; nil turns zero-copy sends off
         /// (`URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD`, 0 for off).
@@ -70,6 +76,11 @@ extension EventLoop {
                 incrementalReceiveBuffers = flag != 0
             }
             if let flag = read(environment, "URINGSTREAMS_RECEIVE_BUNDLES") { receiveBundles = flag != 0 }
+            if let milliseconds = read(
+                environment, "URINGSTREAMS_RECEIVE_BUFFER_RELEASE_MS", "0 or more", { $0 >= 0 })
+            {
+                receiveBufferRelease = milliseconds > 0 ? .milliseconds(milliseconds) : nil
+            }
             if let threshold = read(environment, "URINGSTREAMS_ZERO_COPY_SEND_THRESHOLD") {
                 zeroCopySendThreshold = threshold > 0 ? threshold : nil
             }
@@ -99,6 +110,7 @@ extension EventLoop {
             result.receiveBufferCount = 1 << (Int.bitWidth - 1 - count.leadingZeroBitCount)
             result.receiveBufferSize = min(max(receiveBufferSize, 512), 1 << 24)
             if let threshold = zeroCopySendThreshold, threshold <= 0 { result.zeroCopySendThreshold = nil }
+            if let release = receiveBufferRelease, release <= .zero { result.receiveBufferRelease = nil }
             result.ringEntries = min(max(ringEntries, 1), 32768)
             result.multishotReceiveLimit = min(max(multishotReceiveLimit, 0), Int(Int32.max))
             return result

@@ -53,6 +53,7 @@ extension EventLoop {
         defer { if sleep { leaveSleep() } }
         // As after a recycle above: buffers taken back re-arm the receives that wait for them.
         if bufferPool.topUp() > 0 { resumeBufferWaiters() }
+        armBufferReleaseIfNeeded()
         do {
             try ring.submit(waitingFor: block ? 1 : 0)
         } catch {

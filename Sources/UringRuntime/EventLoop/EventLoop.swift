@@ -57,6 +57,11 @@ public final class EventLoop: @unchecked Sendable {
     /// The eventfd another thread writes to wake a loop sleeping in the ring; -1 without a ring.
     var wakeFD: Int32 = -1
     let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// The receive-buffer release timer's interval as a kernel timespec; nil when buffers stay
+    /// resident.
+    let bufferReleaseTimespec: UnsafeMutablePointer<Int64>?
+    /// Whether the receive-buffer release timer is in the ring.
+    @exclusivity(unchecked) var bufferReleaseArmed = false
     /// What a loop without a ring sleeps on.
     let wakeSemaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
     @exclusivity(unchecked) var endOfTurn: [any EndOfTurnWork] = []
@@ -116,6 +121,7 @@ public final class EventLoop: @unchecked Sendable {
         self.makeRing = makeRing
         self.makeWakeDescriptor = makeWakeDescriptor
         completions = .allocate(capacity: 128)
+        bufferReleaseTimespec = self.configuration.receiveBufferRelease.map(Self.makeTimespec)
         sem_init(wakeSemaphore, 0, 0)
         availability = Locked(.ready)
         endOfTurn.reserveCapacity(64)
@@ -138,6 +144,7 @@ public final class EventLoop: @unchecked Sendable {
     private func releaseMemory() {
         completions.deallocate()
         wakeBuffer.deallocate()
+        bufferReleaseTimespec?.deallocate()
         sem_destroy(wakeSemaphore)
         wakeSemaphore.deallocate()
     }
@@ -501,6 +508,8 @@ public final class EventLoop: @unchecked Sendable {
             return
         case ReservedUserData.wake:
             if !isStopping { armWake() }
+        case ReservedUserData.bufferRelease:
+            bufferReleaseTimerEnded()
         default:
             let tag = completion.userData & ReservedUserData.tagMask
             let address = UInt(completion.userData & ~ReservedUserData.tagMask)

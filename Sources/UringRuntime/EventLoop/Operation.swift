@@ -75,14 +75,21 @@ extension EventLoop {
             try await withTaskExecutorPreference(self) { try await self.sleep(for: duration) }
             return
         }
-        let timespec = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+        let timespec = Self.makeTimespec(max(duration, .zero))
         defer { timespec.deallocate() }
-        let (seconds, attoseconds) = max(duration, .zero).components
-        timespec[0] = seconds
-        timespec[1] = attoseconds / 1_000_000_000
         let result = await perform(.timeout(timespec: UnsafeMutableRawPointer(timespec)))
         if result == -ECANCELED { throw CancellationError() }
         if result == -ESHUTDOWN { throw ringFailure }
+    }
+
+    /// `duration` as the kernel's `struct __kernel_timespec` (seconds, nanoseconds); the caller
+    /// deallocates it.
+    static func makeTimespec(_ duration: Duration) -> UnsafeMutablePointer<Int64> {
+        let timespec = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+        let (seconds, attoseconds) = duration.components
+        timespec[0] = seconds
+        timespec[1] = attoseconds / 1_000_000_000
+        return timespec
     }
 
     /// Why an operation ended with `-ESHUTDOWN`: the ring's failure, or the loop's shutdown.
