@@ -1063,8 +1063,9 @@ void scenario_lineflood(result_t *r) {
     check(r, answered == n, "after the flood every connection still serves lines (%ld of %ld)", answered, n);
     close_all(fds, n);
     // Free receive buffers give their pages back once unused for the loop's release interval (2 s
-    // by default), all but a reserve; buffers the kernel holds in the ring (grown by the flood)
-    // keep theirs until it uses them.
+    // by default), all but a reserve; buffers the kernel holds in the ring keep theirs until it
+    // uses them. A flood grows the ring to most of the pool and ends with it full, so here the
+    // figure is reported, not checked (ReceiveBufferReleaseTests checks buffers readers held).
     long settled_pool = proc_mappings_rss_kb(run.s.pid, pool_kb);
     uint64_t settle_end = now_ns() + 6000000000ull;
     while (settled_pool > base_pool && now_ns() < settle_end) {
@@ -1073,9 +1074,6 @@ void scenario_lineflood(result_t *r) {
     }
     fig(r, "receive buffers resident 6 s after the clients closed", "%.1f MiB (%.1f at the peak, %.1f at the baseline)",
         mib(settled_pool), mib(peak_pool), mib(base_pool));
-    check(r, settled_pool < peak_pool || peak_pool <= base_pool,
-          "free receive buffers gave their pages back after the flood (%.1f MiB < %.1f MiB)", mib(settled_pool),
-          mib(peak_pool));
     summary(r, "%ld flooding: %.0f KiB per connection (bound %.0f KiB); %ld overruns; buffers %.1f -> %.1f MiB", n,
             per_rss / 1024.0, bound / 1024.0, st.limit_overruns, mib(peak_pool), mib(settled_pool));
     finish(&run, r);
