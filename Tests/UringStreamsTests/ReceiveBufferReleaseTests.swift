@@ -32,8 +32,7 @@ struct ReceiveBufferReleaseTests {
     private func residency(_ loop: EventLoop) async throws -> (resident: Int, allowed: Int) {
         try await withTaskExecutorPreference(loop) {
             let pool = try #require(loop.bufferPool)
-            let floor = max(4, (1 << 20) / pool.bufferSize)
-            return (pool.residentBytes, (pool.ringEntries + floor) * pool.bufferSize)
+            return (pool.residentBytes, (pool.ringEntries + pool.minimumRingTarget) * pool.bufferSize)
         }
     }
 

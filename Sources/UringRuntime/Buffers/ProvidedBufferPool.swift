@@ -56,7 +56,7 @@ final class ProvidedBufferPool {
     /// How many buffers the ring should hold; between `minimumRingTarget` and `bufferCount`.
     @exclusivity(unchecked) private(set) var ringTarget: Int
     /// About 1 MiB of buffers, and at least 4: what a busy loop's receives take in one turn.
-    private let minimumRingTarget: Int
+    let minimumRingTarget: Int
     @exclusivity(unchecked) private var turnsSinceDry = 0
     /// Stash entries below this index hold no pages: given back, or never written.
     @exclusivity(unchecked) private var releasedBelow = 0
