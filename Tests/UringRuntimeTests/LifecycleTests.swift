@@ -106,6 +106,20 @@ struct LifecycleTests {
         }
     }
 
+    /// A loop that needs its ring (`EventLoop.run`'s) and cannot make it throws the reason; the
+    /// memory it had allocated is freed once, by its deinit (which runs after a throwing init).
+    @Test func aLoopThatRequiresItsRingThrowsWhenItCannotBeMade() async throws {
+        _ = try await onThread {
+            #expect(throws: StreamError.self) {
+                _ = try EventLoop(
+                    id: 0, configuration: .init(),
+                    makeRing: { () throws(RingError) -> any RingBackend in
+                        throw RingError.setupFailure(errno: ENOSYS)
+                    })
+            }
+        }
+    }
+
     /// io_uring_enter failing for good: tasks waiting on operations resume with the error, every
     /// connection's descriptor is closed and its waiters fail, and the loop goes on running work
     /// without writing to its (closed) eventfd.

@@ -127,10 +127,8 @@ public final class EventLoop: @unchecked Sendable {
         endOfTurn.reserveCapacity(64)
         endOfTurnRunning.reserveCapacity(64)
         drained.reserveCapacity(64)
-        if let failure = setUpRing(), ringRequired {
-            releaseMemory()
-            throw failure
-        }
+        // Every property is set by now, so the deinit runs after this throw and frees the memory.
+        if let failure = setUpRing(), ringRequired { throw failure }
     }
 
     /// A logger that drops everything: the default wherever a logger can be given, as
@@ -138,10 +136,6 @@ public final class EventLoop: @unchecked Sendable {
     public static let disabledLogger = Logger(label: "UringStreams", factory: { _ in SwiftLogNoOpLogHandler() })
 
     deinit {
-        releaseMemory()
-    }
-
-    private func releaseMemory() {
         completions.deallocate()
         wakeBuffer.deallocate()
         bufferReleaseTimespec?.deallocate()
