@@ -9,6 +9,15 @@ import Testing
 @Suite struct ProvidedBufferPoolTests {
     private static let size = 256 * 1024
 
+    /// A pool of 64 buffers of 256 KiB on a ring the test plays the kernel for.
+    private func makePool() throws -> (ScriptedRing, ProvidedBufferPool) {
+        let ring = ScriptedRing()
+        return (
+            ring,
+            try ProvidedBufferPool(ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        )
+    }
+
     /// The buffer id the "kernel" takes next.
     private func next(_ ring: ScriptedRing, _ pool: ProvidedBufferPool) -> UInt16 {
         ring.bufferRing!.entry(at: pool.ringHead).id
@@ -23,9 +32,7 @@ import Testing
     }
 
     @Test func theRingHoldsAboutAMebibyteAndTheRestWaitsAside() throws {
-        let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(
-            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let (ring, pool) = try makePool()
         #expect(pool.ringEntries == 4)
         #expect(pool.available == 64)
         pool.close(ring: ring)
@@ -40,9 +47,7 @@ import Testing
     /// A buffer freed a moment ago is still in the CPU's caches: it goes back to the kernel ahead of
     /// buffers that have been free longer, so the kernel's copies land in warm memory.
     @Test func aBufferFreedLastIsTheNextTheKernelGets() throws {
-        let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(
-            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let (ring, pool) = try makePool()
         var held: [Bytes] = []
         var freed: UInt16 = 0
         for index in 0..<3 {
@@ -64,9 +69,7 @@ import Testing
     /// Running dry while buffers wait aside doubles what the ring holds; it shrinks back after a
     /// while without running dry.
     @Test func runningDryGrowsTheRingAndQuietShrinksIt() throws {
-        let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(
-            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let (ring, pool) = try makePool()
         pool.ranDry()
         pool.topUp()
         #expect(pool.ringEntries == 8)
@@ -83,9 +86,7 @@ import Testing
     /// On an idle loop turns are rare, so the release interval shrinks a grown ring too: halved
     /// after an interval without running dry, kept after one that ran dry.
     @Test func aReleaseIntervalWithoutRunningDryHalvesAGrownRing() throws {
-        let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(
-            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let (ring, pool) = try makePool()
         #expect(!pool.mayReleaseMemory)
         pool.ranDry()
         pool.ranDry()
@@ -104,9 +105,7 @@ import Testing
     /// Buffers that stay free through a whole release interval give their pages back, all but a
     /// reserve of the warmest; buffers freed during the interval keep theirs until the next one.
     @Test func buffersFreeForAWholeIntervalGiveTheirPagesBack() throws {
-        let ring = ScriptedRing()
-        let pool = try ProvidedBufferPool(
-            ring: ring, group: 1, bufferCount: 64, bufferSize: Self.size, incremental: false)
+        let (ring, pool) = try makePool()
         // Nothing was written yet, so nothing is resident to give back.
         #expect(!pool.mayReleaseMemory)
         #expect(pool.endReleaseInterval() == 0)

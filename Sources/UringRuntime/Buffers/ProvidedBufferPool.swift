@@ -27,9 +27,9 @@ final class ReceiveBufferLease {
 /// turn with the buffers freed last: the kernel copies every receive into the buffer it takes, and
 /// cycling all of a loop's buffers (16 MiB by default) made those copies miss the CPU's caches. A
 /// ring that runs dry holds twice as many from then on, and shrinks back after a quiet while.
-/// Buffers that wait aside through a whole release interval (``endReleaseInterval()``) give their pages back,
-/// so a burst does not keep its memory resident for the loop's lifetime. It runs on the loop
-/// thread only.
+/// Buffers that wait aside through a whole release interval (``endReleaseInterval()``) give their
+/// pages back, so a burst does not keep its memory resident for the loop's lifetime. It runs on
+/// the loop thread only.
 final class ProvidedBufferPool {
     let bufferSize: Int
     let bufferCount: Int
