@@ -146,9 +146,11 @@ struct ServerLifecycleTests {
                 do {
                     try RawSocket.bindLoopback(descriptor, ipv6: false, port: port)
                 } catch let error as SystemCallFailed where error.errno == EADDRINUSE {
-                    // A parallel test may have taken the freed port first; then its socket shows.
+                    // A parallel test may have taken the freed port first: its socket shows in the
+                    // table, or (bound, not listening) among this process's descriptors.
                     let others = try await onThread { [port] in
-                        SocketTable.inodes(boundToPort: port).subtracting(ours)
+                        SocketTable.inodes(boundToPort: port).union(SocketTable.ownInodes(boundToPort: port))
+                            .subtracting(ours)
                     }
                     #expect(!others.isEmpty, "port \(port) is still in use after waitClosed, by no other socket")
                 }
