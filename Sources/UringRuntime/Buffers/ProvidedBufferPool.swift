@@ -199,10 +199,7 @@ final class ProvidedBufferPool {
     func topUp() -> Int {
         if ringTarget > minimumRingTarget {
             turnsSinceDry += 1
-            if turnsSinceDry >= Self.turnsBeforeShrinking {
-                ringTarget = max(minimumRingTarget, ringTarget / 2)
-                turnsSinceDry = 0
-            }
+            if turnsSinceDry >= Self.turnsBeforeShrinking { halveTarget() }
         }
         guard ringEntries < ringTarget else { return 0 }
         return recycle()
@@ -230,10 +227,7 @@ final class ProvidedBufferPool {
     /// it released.
     @discardableResult
     func endReleaseInterval() -> Int {
-        if !ranDrySinceRelease, ringTarget > minimumRingTarget {
-            ringTarget = max(minimumRingTarget, ringTarget / 2)
-            turnsSinceDry = 0
-        }
+        if !ranDrySinceRelease { halveTarget() }
         ranDrySinceRelease = false
         let end = min(untouchedBelow, stash.count - minimumRingTarget)
         var released = 0
@@ -255,6 +249,12 @@ final class ProvidedBufferPool {
         var pages = [UInt8](repeating: 0, count: (bytes + pageSize - 1) / pageSize)
         guard mincore(storage, bytes, &pages) == 0 else { return 0 }
         return pages.reduce(0) { $0 + Int($1 & 1) } * pageSize
+    }
+
+    /// A quiet while (turns, or a release interval) halves a grown target, down to its floor.
+    private func halveTarget() {
+        ringTarget = max(minimumRingTarget, ringTarget / 2)
+        turnsSinceDry = 0
     }
 
     /// Moves free buffers from `outstanding` to the stash; returns how many.

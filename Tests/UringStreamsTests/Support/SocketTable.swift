@@ -113,9 +113,14 @@ enum SocketTable {
         entries(port: remotePort).filter { $0.remotePort == remotePort && $0.state == State.synSent.rawValue }.count
     }
 
+    /// The sockets (of any process) listening on `port`.
+    static func listeners(port: Int) -> [Entry] {
+        entries(port: port).filter { $0.localPort == port && $0.state == State.listen.rawValue }
+    }
+
     /// The inodes of the sockets (of any process) listening on `port`.
     static func listeningInodes(port: Int) -> Set<UInt64> {
-        Set(entries(port: port).filter { $0.localPort == port && $0.state == State.listen.rawValue }.map(\.inode))
+        Set(listeners(port: port).map(\.inode))
     }
 
     /// The inodes of the listening or connected sockets (of any process) with `port` as their own.
@@ -157,7 +162,7 @@ enum SocketTable {
 
     /// How many finished connections wait in the listen queue of the socket on `port`.
     static func listenQueue(of port: Int) -> Int? {
-        entries(port: port).first { $0.localPort == port && $0.state == State.listen.rawValue }?.receiveQueue
+        listeners(port: port).first?.receiveQueue
     }
 
     /// Polls `condition` every 20 ms for up to 5 s on a thread of its own, so the slow /proc
