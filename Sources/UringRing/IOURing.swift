@@ -17,6 +17,10 @@ public final class IOURing: RingBackend {
     /// The setup flags the kernel accepted.
     public let setupFlags: UInt32
     public let features: RingFeatures
+    /// Which descriptors are in the ring's file table, indexed by descriptor: slot `fd` holds `fd`,
+    /// so no slot allocator is needed (a descriptor number is unique while it is open). Empty when
+    /// the kernel refused the table.
+    @exclusivity(unchecked) private var registeredFiles: [Bool] = []
 
     /// Opcodes the runtime cannot work without.
     static let requiredOpcodes: [(UInt8, String)] = [
@@ -71,6 +75,56 @@ public final class IOURing: RingBackend {
         }
         // Registering the ring fd saves an fget/fput per io_uring_enter; failure only costs speed.
         _ = io_uring_register_ring_fd(ring)
+        registeredFiles = Self.makeFileTable(ring)
+    }
+
+    /// Most descriptors a ring's file table covers: 8 bytes of kernel memory each.
+    static let fileTableLimit = 16_384
+
+    /// Registers an empty file table as large as the descriptor limit allows (the kernel refuses
+    /// more than `RLIMIT_NOFILE`), up to ``fileTableLimit``; failure (before Linux 5.19) only
+    /// costs speed.
+    private static func makeFileTable(_ ring: UnsafeMutablePointer<io_uring>) -> [Bool] {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return [] }
+        let size = Int(min(UInt64(limit.rlim_cur), UInt64(fileTableLimit)))
+        guard size > 0, io_uring_register_files_sparse(ring, UInt32(size)) == 0 else { return [] }
+        return Array(repeating: false, count: size)
+    }
+
+    /// Puts a connected socket in the ring's file table, so that its sends and receives skip the
+    /// kernel's descriptor lookup and file reference count (what the C server's direct
+    /// descriptors save); a descriptor past the table stays unregistered and works as before.
+    public func registerFile(_ fd: Int32) {
+        guard fd >= 0, Int(fd) < registeredFiles.count, !registeredFiles[Int(fd)] else { return }
+        var file = fd
+        if io_uring_register_files_update(ring, UInt32(fd), &file, 1) == 1 { registeredFiles[Int(fd)] = true }
+    }
+
+    /// Takes `fd` out of the file table; must come before the descriptor is closed, or the table's
+    /// reference keeps the socket open (no FIN) and a later descriptor with the same number would
+    /// reach the old socket. Operations still in flight keep their own reference.
+    public func unregisterFile(_ fd: Int32) {
+        guard isRegistered(fd) else { return }
+        var none: Int32 = -1
+        _ = io_uring_register_files_update(ring, UInt32(fd), &none, 1)
+        registeredFiles[Int(fd)] = false
+    }
+
+    /// How many descriptors the file table covers (0 without one).
+    package var fileTableSize: Int { registeredFiles.count }
+
+    /// Whether `fd` is in the file table now.
+    package func isRegistered(_ fd: Int32) -> Bool {
+        fd >= 0 && Int(fd) < registeredFiles.count && registeredFiles[Int(fd)]
+    }
+
+    /// Points `sqe` at the file table's slot when `fd` is registered there.
+    @inline(__always)
+    private func useFileTable(_ sqe: UnsafeMutablePointer<io_uring_sqe>, _ fd: Int32) {
+        if isRegistered(fd) {
+            sqe.pointee.flags |= UInt8(CURING_IOSQE_FIXED_FILE)
+        }
     }
 
     deinit {
@@ -138,14 +192,18 @@ public final class IOURing: RingBackend {
             if bundle { sqe.pointee.ioprio |= UInt16(IORING_RECVSEND_BUNDLE) }
             // The kernel ABI's `optlen`, which liburing 2.3 still calls `file_index`.
             sqe.pointee.file_index = totalLimit
+            useFileTable(sqe, fd)
         case .send(let fd, let buffer, let length, let flags):
             io_uring_prep_send(sqe, fd, buffer, length, flags)
+            useFileTable(sqe, fd)
         case .sendMessage(let fd, let message, let flags):
             io_uring_prep_sendmsg(sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
+            useFileTable(sqe, fd)
         case .sendMessageZeroCopy(let fd, let message, let flags):
             io_uring_prep_sendmsg_zc(
                 sqe, fd, message.assumingMemoryBound(to: msghdr.self), UInt32(bitPattern: flags))
             sqe.pointee.ioprio |= UInt16(IORING_SEND_ZC_REPORT_USAGE)
+            useFileTable(sqe, fd)
         case .accept(let fd, let multishot):
             if multishot {
                 io_uring_prep_multishot_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))

@@ -29,6 +29,11 @@ public protocol RingBackend: AnyObject {
     var counters: RingCounters { get }
     /// io_uring, or the epoll fallback.
     var kind: RingBackendKind { get }
+    /// Lets the backend reach `fd` faster from now on (io_uring's registered files); on the
+    /// loop thread, for a connected socket the caller owns.
+    func registerFile(_ fd: Int32)
+    /// Undoes ``registerFile(_:)``; the caller must call it before closing `fd`.
+    func unregisterFile(_ fd: Int32)
 }
 
 /// Ring traffic counted where it happens.
@@ -62,4 +67,7 @@ public enum RingBackendKind: Sendable {
 extension RingBackend {
     /// io_uring unless the backend says otherwise (test doubles stand in for a ring).
     public var kind: RingBackendKind { .ioUring }
+    /// Backends without a file table reach every descriptor by its number.
+    public func registerFile(_ fd: Int32) {}
+    public func unregisterFile(_ fd: Int32) {}
 }

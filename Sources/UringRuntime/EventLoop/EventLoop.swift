@@ -348,6 +348,16 @@ public final class EventLoop: @unchecked Sendable {
         resources[ObjectIdentifier(resource)] = resource
     }
 
+    /// Lets the ring reach connected socket `fd` through its file table; on the loop thread.
+    func registerFile(_ fd: Int32) {
+        ring?.registerFile(fd)
+    }
+
+    /// Takes `fd` out of the ring's file table; on the loop thread, before `fd` is closed.
+    func unregisterFile(_ fd: Int32) {
+        ring?.unregisterFile(fd)
+    }
+
     /// Forgets a closed resource; on the loop thread.
     func unregister(_ resource: some LoopResource) {
         resources[ObjectIdentifier(resource)] = nil

@@ -123,7 +123,11 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
     }
 
     deinit {
-        if descriptor != .closed { Glibc.close(fileDescriptor) }
+        guard descriptor != .closed else { return }
+        // Started transports stay registered with their loop until closed, so this runs only for
+        // one never started or one dropped at loop shutdown, whose ring and file table go too.
+        if loop.inEventLoop { loop.unregisterFile(fileDescriptor) }
+        Glibc.close(fileDescriptor)
     }
 
     /// Starts the connection: tells `owner` (asyncio `connection_made`) and starts receiving; on
@@ -132,6 +136,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         loop.assertInEventLoop()
         setProtocol(owner)
         loop.register(self)
+        loop.registerFile(fileDescriptor)
         owner.connectionMade(self)
         syncReceive()
     }
@@ -623,6 +628,8 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         let (sending, error) = state.withLock { ($0.writes.sending == .inFlight, $0.lostError) }
         guard !sending else { return }
         descriptor = .closed
+        // Out of the ring's file table first: its reference would keep the socket open.
+        loop.unregisterFile(fileDescriptor)
         Glibc.close(fileDescriptor)
         loop.unregister(self)
         let (drainers, closers) = state.withLock { state in
