@@ -49,7 +49,13 @@ public final class EventLoop: @unchecked Sendable {
     // Loop-thread state.
     // `@exclusivity(unchecked)`: loop-thread state touched per message (docs/architecture.md,
     // "Exclusivity checks").
-    @exclusivity(unchecked) var ring: (any RingBackend)!
+    @exclusivity(unchecked) var ring: (any RingBackend)! {
+        didSet { ioURing = (ring as? IOURing).map { Unmanaged.passUnretained($0) } }
+    }
+    /// `ring` when it is io_uring, for `submit` to call without a retain, a release and a witness
+    /// table per operation (loading the existential costs all three); `ring` keeps it alive and
+    /// the two change together.
+    @exclusivity(unchecked) private var ioURing: Unmanaged<IOURing>?
     @exclusivity(unchecked) var bufferPool: ProvidedBufferPool!
     @exclusivity(unchecked) var local = WorkQueue()
     @exclusivity(unchecked) private var drained: [LoopWork] = []
@@ -64,8 +70,8 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) var bufferReleaseArmed = false
     /// What a loop without a ring sleeps on.
     let wakeSemaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
-    @exclusivity(unchecked) var endOfTurn: [any EndOfTurnWork] = []
-    @exclusivity(unchecked) private var endOfTurnRunning: [any EndOfTurnWork] = []
+    @exclusivity(unchecked) var endOfTurn: [(any EndOfTurnWork)?] = []
+    @exclusivity(unchecked) private var endOfTurnRunning: [(any EndOfTurnWork)?] = []
     /// Targets the ring still holds (submitted, last completion not yet in).
     @exclusivity(unchecked) var operationsInFlight = 0
     /// Connections and listeners, aborted when the loop shuts down. Strong (no weak side tables
@@ -320,7 +326,9 @@ public final class EventLoop: @unchecked Sendable {
         operationsInFlight += 1
         let address = UInt64(UInt(bitPattern: Unmanaged.passRetained(target).toOpaque()))
         let userData = address | tag
-        if let ring {
+        if let ioURing {
+            ioURing._withUnsafeGuaranteedRef { $0.prepare(submission, userData: userData) }
+        } else if let ring {
             ring.prepare(submission, userData: userData)
         } else {
             enqueue(.closure { self.dispatch(Completion(userData: userData, result: -ECANCELED)) })
@@ -421,7 +429,9 @@ public final class EventLoop: @unchecked Sendable {
         // allocate a fresh buffer on every turn (it was the one malloc per echoed message).
         while !endOfTurn.isEmpty {
             swap(&endOfTurn, &endOfTurnRunning)
-            for work in endOfTurnRunning { work.endOfTurn() }
+            // Taking each piece out, in order, hands the array's reference to the call: iterating
+            // would retain and release every piece once more.
+            for index in endOfTurnRunning.indices { endOfTurnRunning[index].take()?.endOfTurn() }
             endOfTurnRunning.removeAll(keepingCapacity: true)
         }
     }
