@@ -78,27 +78,38 @@ struct RegisteredFileTests {
         }
     }
 
-    /// A transport's socket is in its loop's table while open and out of it once closed, and the
-    /// close reaches the peer.
-    @Test func aTransportTakesItsSocketOutOfTheTableWhenItCloses() async throws {
+    /// A transport puts its socket in its loop's table once the connection proved busy (so a
+    /// short connection pays no system calls for it), takes it out when it closes, and the close
+    /// reaches the peer.
+    @Test func aBusyTransportIsInTheTableUntilItCloses() async throws {
         try await withDeadline {
             let group = EventLoopGroup(loopCount: 1, configuration: .init())
             let loop = group.next()
             let (mine, peer) = socketPair()
             defer { close(peer) }
             let delegate = RecordingDelegate()
-            // nil on the epoll backend, which has no table.
-            let registered = await withTaskExecutorPreference(loop) { () -> Bool? in
+            let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
                 let transport = SocketTransport(loop: loop, fileDescriptor: mine)
                 transport.start(protocol: delegate)
-                let registered = (loop.ring as? IOURing)?.isRegistered(mine)
-                transport.close()
-                return registered
+                return transport
             }
-            #expect(registered != false)
+            // nil on the epoll backend, which has no table.
+            @Sendable func registered() async -> Bool? {
+                await withTaskExecutorPreference(loop) { (loop.ring as? IOURing)?.isRegistered(mine) }
+            }
+            // One receive completion per message: each is sent once the one before arrived.
+            for count in 1...Int(SocketTransport.completionsBeforeRegistering) {
+                if count == 2 { #expect(await registered() != true, "registered before it proved busy") }
+                #expect(send(peer, "x", 1, 0) == 1)
+                let arrived = try await eventually {
+                    delegate.events.withLock { $0.filter { if case .data = $0 { true } else { false } }.count } == count
+                }
+                try #require(arrived)
+            }
+            #expect(await registered() != false)
+            transport.close()
             try await delegate.waitFor { $0 == .lost(nil) }
-            let stillRegistered = await withTaskExecutorPreference(loop) { (loop.ring as? IOURing)?.isRegistered(mine) }
-            #expect(stillRegistered != true)
+            #expect(await registered() != true)
             #expect(receiveWithoutWaiting(peer).count == 0, "the peer sees the close")
             try await group.shutdown()
         }
