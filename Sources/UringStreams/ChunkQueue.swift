@@ -95,11 +95,21 @@ struct ChunkQueue {
     mutating func take(_ n: Int, copied: inout Int) -> Bytes {
         let n = min(n, count)
         guard n > 0 else { return Bytes() }
-        let first = chunks[head]
-        let available = first.count - headOffset
+        let available = chunks[head].count - headOffset
+        if headOffset == 0, n == available {
+            // The whole first chunk (every read of a ping-pong): handed over rather than shared
+            // and then dropped, which saves a retain and a release per read.
+            var whole = Bytes()
+            swap(&whole, &chunks[head])
+            count -= n
+            consumed += n
+            head += 1
+            compact()
+            return whole
+        }
         let result: Bytes
         if n <= available {
-            result = first.bytes(headOffset..<(headOffset + n))
+            result = chunks[head].bytes(headOffset..<(headOffset + n))
         } else {
             var parts: [Bytes] = []
             var index = head
@@ -137,6 +147,12 @@ struct ChunkQueue {
                 remaining = 0
             }
         }
+        compact()
+    }
+
+    /// Forgets the consumed chunks: all of them once the queue is empty, or the front half when
+    /// they make up most of the array.
+    private mutating func compact() {
         if head == chunks.count {
             chunks.removeAll(keepingCapacity: true)
             starts.removeAll(keepingCapacity: true)

@@ -88,11 +88,14 @@ public final class StreamWriter: Sendable {
     /// Corresponds to asyncio `await writer.drain()`.
     nonisolated(nonsending) public func drain() async throws {
         if let error = reader?.exception { throw error }
-        let transport: any StreamsTransport = tlsLayer.load() ?? socket
-        switch transport.drainStatus {
+        // Asked of `socket` directly when there is no TLS layer: making the existential first
+        // cost a retain and a release per drain.
+        let tls = tlsLayer.load()
+        switch tls?.drainStatus ?? socket.drainStatus {
         case .ready: return
         case .fail(let error): throw error
-        case .wait: try await transport.waitForDrain()
+        case .wait:
+            if let tls { try await tls.waitForDrain() } else { try await socket.waitForDrain() }
         }
     }
 
