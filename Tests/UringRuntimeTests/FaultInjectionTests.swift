@@ -15,11 +15,7 @@ struct FaultInjectionTests {
         let (mine, peer) = socketPair()
         let loop = group.next()
         let delegate = RecordingDelegate()
-        let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
-            let transport = SocketTransport(loop: loop, fileDescriptor: mine)
-            transport.start(protocol: delegate)
-            return transport
-        }
+        let transport = await startedTransport(on: loop, fileDescriptor: mine, owner: delegate)
         let receive = try await ring.waitForSubmission { $0.description == "recv-multishot" }
         return (transport, delegate, peer, receive.userData)
     }

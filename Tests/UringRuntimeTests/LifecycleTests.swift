@@ -131,11 +131,7 @@ struct LifecycleTests {
             let (mine, peer) = socketPair()
             defer { close(peer) }
             let delegate = RecordingDelegate()
-            let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
-                let transport = SocketTransport(loop: loop, fileDescriptor: mine)
-                transport.start(protocol: delegate)
-                return transport
-            }
+            let transport = await startedTransport(on: loop, fileDescriptor: mine, owner: delegate)
             _ = try await ring.waitForSubmission { $0.description == "recv-multishot" }
             let sleeper = Task(executorPreference: loop) { try await loop.sleep(for: .seconds(60)) }
             _ = try await ring.waitForSubmission { $0.description == "timeout" }
@@ -186,11 +182,7 @@ struct LifecycleTests {
             let loop = group.next()
             let (mine, peer) = socketPair()
             defer { close(peer) }
-            let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
-                let transport = SocketTransport(loop: loop, fileDescriptor: mine)
-                transport.start(protocol: RecordingDelegate())
-                return transport
-            }
+            let transport = await startedTransport(on: loop, fileDescriptor: mine, owner: RecordingDelegate())
             transport.write(Bytes("0123456789"))
             let send = try await ring.waitForSubmission { $0.description == "send" }
             transport.abort()
@@ -215,11 +207,7 @@ struct LifecycleTests {
             let (mine, peer) = socketPair()
             defer { close(peer) }
             let delegate = RecordingDelegate()
-            _ = await withTaskExecutorPreference(loop) { () -> SocketTransport in
-                let transport = SocketTransport(loop: loop, fileDescriptor: mine)
-                transport.start(protocol: delegate)
-                return transport
-            }
+            await startedTransport(on: loop, fileDescriptor: mine, owner: delegate)
             let first = try await ring.waitForSubmission { $0.description == "recv-multishot" }
             // Counted before completing: the loop may re-arm before this thread looks.
             let count = ring.submissions.count

@@ -88,11 +88,7 @@ struct RegisteredFileTests {
             let (mine, peer) = socketPair()
             defer { close(peer) }
             let delegate = RecordingDelegate()
-            let transport = await withTaskExecutorPreference(loop) { () -> SocketTransport in
-                let transport = SocketTransport(loop: loop, fileDescriptor: mine)
-                transport.start(protocol: delegate)
-                return transport
-            }
+            let transport = await startedTransport(on: loop, fileDescriptor: mine, owner: delegate)
             // nil on the epoll backend, which has no table.
             @Sendable func registered() async -> Bool? {
                 await withTaskExecutorPreference(loop) { (loop.ring as? IOURing)?.isRegistered(mine) }

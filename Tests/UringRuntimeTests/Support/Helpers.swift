@@ -94,6 +94,16 @@ final class RecordingDelegate: StreamProtocol, @unchecked Sendable {
     }
 }
 
+/// A transport for connected socket `fd`, started on `loop`'s thread with `owner` as its protocol.
+@discardableResult
+func startedTransport(on loop: EventLoop, fileDescriptor fd: Int32, owner: RecordingDelegate) async -> SocketTransport {
+    await withTaskExecutorPreference(loop) { () -> SocketTransport in
+        let transport = SocketTransport(loop: loop, fileDescriptor: fd)
+        transport.start(protocol: owner)
+        return transport
+    }
+}
+
 /// A one-loop group whose ring cannot be made, failing with `reason`.
 func groupWithoutRing(_ reason: String) -> EventLoopGroup {
     EventLoopGroup(
