@@ -126,7 +126,7 @@ struct AddressOptionTests {
         process.arguments = ["-ltnH", "sport = :\(port)"]
         let output = Pipe()
         process.standardOutput = output
-        try process.run()
+        try ChildProcesses.run(process)
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         // State Recv-Q Send-Q Local-Address:Port Peer-Address:Port

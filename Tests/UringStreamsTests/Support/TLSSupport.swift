@@ -33,7 +33,7 @@ enum Tools {
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return false }
+        do { try ChildProcesses.run(process) } catch { return false }
         process.waitUntilExit()
         return process.terminationStatus == 0
     }
@@ -73,7 +73,7 @@ func run(_ arguments: [String], in directory: String) throws -> String {
     let output = Pipe()
     process.standardOutput = output
     process.standardError = output
-    try process.run()
+    try ChildProcesses.run(process)
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     let text = String(decoding: data, as: UTF8.self)
@@ -199,7 +199,7 @@ final class ChildProcess: @unchecked Sendable {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: errorPath)
-        try process.run()
+        try ChildProcesses.run(process)
     }
 
     deinit {
