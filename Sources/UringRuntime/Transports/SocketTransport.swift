@@ -274,7 +274,7 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
 
     /// A zero-copy send's result (its ``ZeroCopySend`` keeps the memory until the notification).
     func zeroCopySendCompleted(_ completion: Completion) {
-        activity &+= 1
+        countCompletion()
         let result = completion.result
         if result == -EOPNOTSUPP || result == -EINVAL {
             // Unix sockets do not support zero-copy sends (EOPNOTSUPP), a 6.1 kernel not the usage
@@ -547,9 +547,15 @@ public final class SocketTransport: CompletionTarget, EndOfTurnWork, LoopResourc
         syncReceive()
     }
 
-    package override func complete(_ completion: Completion, tag: UInt64) {
+    /// Counts a completion for the idle sweep, and puts the socket in the ring's file table once
+    /// the connection proved busy; for every kind of completion, so none can step over the count.
+    private func countCompletion() {
         activity &+= 1
         if activity == Self.completionsBeforeRegistering, descriptor == .open { loop.registerFile(fileDescriptor) }
+    }
+
+    package override func complete(_ completion: Completion, tag: UInt64) {
+        countCompletion()
         switch tag {
         case Tag.receive: receiveCompleted(completion)
         case Tag.send: sendCompleted(completion.result)
