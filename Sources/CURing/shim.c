@@ -84,6 +84,24 @@ void curing_set_thread_name(const char *name) { pthread_setname_np(pthread_self(
 
 int curing_errno(void) { return errno; }
 
+// The concurrency runtime's stable entry points (withUnsafeCurrentTask and Task.isCancelled call
+// them too). Their arguments and results are pointers and booleans, which the Swift and C
+// conventions pass alike; clang is told the convention anyway.
+#if __has_attribute(swiftcall)
+#define CURING_SWIFTCALL __attribute__((swiftcall))
+#else
+#define CURING_SWIFTCALL
+#endif
+extern const void *swift_task_getCurrent(void) CURING_SWIFTCALL;
+extern bool swift_task_isCancelled(const void *task) CURING_SWIFTCALL;
+
+const void *curing_current_task(void) { return swift_task_getCurrent(); }
+
+bool curing_current_task_is_cancelled(void) {
+    const void *task = swift_task_getCurrent();
+    return task != NULL && swift_task_isCancelled(task);
+}
+
 int curing_affinity_cpu_count(void) {
     // Start at 1024 CPUs (glibc's cpu_set_t) and grow on EINVAL: machines with more exist.
     for (size_t cpus = 1024; cpus <= 1u << 20; cpus *= 2) {

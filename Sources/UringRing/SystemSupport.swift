@@ -13,6 +13,19 @@ public enum SystemSupport {
         curing_dup3_cloexec(source, target)
     }
 
+    /// The address of the Swift task running the caller, or 0 outside a task; without the retain
+    /// and release `withUnsafeCurrentTask` costs. Equal addresses mean the same task only while
+    /// that task is alive.
+    public static func currentTaskAddress() -> UInt {
+        UInt(bitPattern: curing_current_task())
+    }
+
+    /// Whether the Swift task running the caller is cancelled (false outside a task); without the
+    /// retain and release `Task.isCancelled` costs.
+    public static func currentTaskIsCancelled() -> Bool {
+        curing_current_task_is_cancelled()
+    }
+
     /// How many CPUs the calling thread's affinity mask allows (`sched_getaffinity`), or nil when
     /// it cannot be read.
     public static func affinityCPUCount() -> Int? {

@@ -37,6 +37,12 @@ public final class Server: Sendable {
         var collectingHandlers = false
         /// Handlers waiting for the serveForever task to start them.
         var pendingHandlers: [PendingHandler] = []
+        /// The readers of serveForever's running child handlers, which it wakes when it is
+        /// cancelled: their reads wait without cancellation handlers of their own
+        /// (``StreamReader/cover(_:)``).
+        var childHandlerReaders: [ObjectIdentifier: StreamReader] = [:]
+        /// The serveForever task was cancelled: handlers it starts from now on are too.
+        var childHandlersCancelled = false
 
         /// Closed, with no listening socket and no connection left.
         var isIdleAfterClose: Bool { closed && openListeners == 0 && connections.isEmpty }
@@ -191,6 +197,7 @@ public final class Server: Sendable {
             if state.closed { throw StreamError.serverClosed }
             if state.servingForever { throw StreamError.alreadyServing }
             state.servingForever = true
+            state.childHandlersCancelled = false
         }
         defer { state.withLock { $0.servingForever = false } }
         // Collecting before listening: every connection a client can make once the server listens
@@ -222,6 +229,15 @@ public final class Server: Sendable {
     /// serveForever's task group: starts each pending handler as a child task on its loop until
     /// the server closes or the task is cancelled (then `cancelled` is set).
     private func collectHandlers(cancelled: inout Bool) async {
+        // One cancellation handler for all the children: it wakes their waiting reads.
+        await withTaskCancellationHandler {
+            await collectHandlersInGroup(cancelled: &cancelled)
+        } onCancel: {
+            cancelChildHandlers()
+        }
+    }
+
+    private func collectHandlersInGroup(cancelled: inout Bool) async {
         await withDiscardingTaskGroup { group in
             while true {
                 var batch: [PendingHandler] = []
@@ -251,13 +267,44 @@ public final class Server: Sendable {
                     close()
                 }
                 for handler in batch {
+                    childHandlerStarts(handler.reader)
                     group.addTask(executorPreference: handler.loop) {
-                        await handler.clientConnected(handler.reader, handler.writer)
+                        await handler.run()
+                        self.childHandlerEnded(handler.reader)
                     }
                 }
                 if finished { break }
             }
         }
+    }
+
+    /// A child handler with `reader` starts; one started after serveForever was cancelled is
+    /// cancelled too.
+    private func childHandlerStarts(_ reader: StreamReader) {
+        let cancelled = state.withLock { state in
+            if !state.childHandlersCancelled { state.childHandlerReaders[ObjectIdentifier(reader)] = reader }
+            return state.childHandlersCancelled
+        }
+        if cancelled { reader.coveredTaskCancelled() }
+    }
+
+    private func childHandlerEnded(_ reader: StreamReader) {
+        state.withLock { _ = $0.childHandlerReaders.removeValue(forKey: ObjectIdentifier(reader)) }
+    }
+
+    /// serveForever's task was cancelled, and with it its children: their waiting reads end.
+    private func cancelChildHandlers() {
+        let readers = state.withLock { state in
+            state.childHandlersCancelled = true
+            return Array(state.childHandlerReaders.values)
+        }
+        for reader in readers { reader.coveredTaskCancelled() }
+    }
+
+    /// Whether a `serveForever()` task is collecting handlers, so new connections' handlers run
+    /// as its children; for tests.
+    package var isCollectingHandlers: Bool {
+        state.withLock { $0.collectingHandlers }
     }
 
     /// Runs a connection's handler: as a child of the serveForever task when there is one, else
@@ -419,7 +466,16 @@ struct PendingHandler: Sendable {
 
     /// Starts the handler as a task of its own on the loop.
     func start() {
-        Task(executorPreference: loop) { await clientConnected(reader, writer) }
+        Task(executorPreference: loop) { await run() }
+    }
+
+    /// The handler task's body: `clientConnected`, with the task marked as the reader's handler
+    /// (``StreamReader/cover(_:)``). Nothing but the server cancels this task: a standalone one is
+    /// held by no one, and serveForever wakes its children's reads when it is cancelled.
+    func run() async {
+        reader.cover(CurrentTask.address)
+        await clientConnected(reader, writer)
+        reader.cover(0)
     }
 }
 

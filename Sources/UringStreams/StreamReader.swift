@@ -24,6 +24,13 @@ public final class StreamReader: Sendable {
         var changes = 0
         /// What the waiting read needs from a feed; a feed that cannot help it does not wake it.
         var wakeNeed = WakeNeed.anyData
+        /// The connection's handler task while it runs (``cover(_:)``), 0 otherwise: its reads
+        /// wait without a cancellation handler of their own, as the server wakes them.
+        var coveredTask: UInt = 0
+        /// The server cancelled the handler task: its reads stop waiting.
+        var coveredCancelled = false
+        /// Whether the waiting read is the handler task's, which ``coveredTaskCancelled()`` wakes.
+        var waiterCovered = false
         /// Feeds that woke a waiting read, for tests of the wake-up policy.
         var feedWakeups = 0
         var paused = false
@@ -289,19 +296,25 @@ public final class StreamReader: Sendable {
         var copied = 0
         defer { recordCopies(copied) }
         var seen = 0
+        var covered = false
         let done = try state.withLock { state -> Bytes? in
             if state.reading { throw StreamError.readInProgress }
             if let result = try attemptChecked(&state, &copied, attempt) { return result }
             state.reading = true
             state.wakeNeed = need
             seen = state.changes
+            covered = state.coveredTask != 0 && state.coveredTask == CurrentTask.address
             Self.resume(&state)
             return nil
         }
         if let done { return done }
         do {
             while true {
-                try await waitForChange(since: seen)
+                if covered {
+                    try await waitCoveredForChange(since: seen)
+                } else {
+                    try await waitForChange(since: seen)
+                }
                 let result = try state.withLock { state -> Bytes? in
                     let result = try attemptChecked(&state, &copied, attempt)
                     if result != nil { state.reading = false }
@@ -370,6 +383,7 @@ public final class StreamReader: Sendable {
                     if Task.isCancelled { return .cancelled }
                     if state.changes != seen { return .changed }
                     state.waiters.add(continuation, id: 0)
+                    state.waiterCovered = false
                     return .wait
                 }
                 switch outcome {
@@ -382,6 +396,60 @@ public final class StreamReader: Sendable {
             // One read waits at most (`reading`), so its id needs no reserving.
             state.withLock { $0.waiters.remove(0) }?.resume(throwing: CancellationError())
         }
+    }
+
+    /// `waitForChange` for the handler task's reads: the server wakes them when it cancels the
+    /// task (``coveredTaskCancelled()``), so the wait installs no cancellation handler. That saves,
+    /// per wait, adding and removing a cancellation record, the runtime's executor checks around
+    /// `withTaskCancellationHandler`, and the retain `Task.isCancelled` costs (docs/benchmarks.md).
+    ///
+    /// The continuation inherits the caller's executor: the standard one hops to it first, a
+    /// `swift_task_switch` (and a status-record lock) per wait.
+    @inline(never)
+    nonisolated(nonsending) private func waitCoveredForChange(since seen: Int) async throws {
+        try await _unsafeInheritExecutor_withUnsafeThrowingContinuation { continuation in
+            waitCovered(continuation, since: seen)
+        }
+    }
+
+    private func waitCovered(_ continuation: UnsafeContinuation<Void, any Error>, since seen: Int) {
+        enum Outcome { case wait, changed, cancelled }
+        let outcome = state.withLock { state -> Outcome in
+            // The server sets coveredCancelled after the task's flag or before it: either this
+            // sees one, or the waiter is in place when the server looks. A task can also cancel
+            // itself (through `withUnsafeCurrentTask`), and then only its flag tells.
+            if state.coveredCancelled || CurrentTask.isCancelled { return .cancelled }
+            if state.changes != seen { return .changed }
+            state.waiters.add(continuation, id: 0)
+            state.waiterCovered = true
+            return .wait
+        }
+        switch outcome {
+        case .wait: break
+        case .changed: continuation.resume()
+        case .cancelled: continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    // MARK: The connection's handler task
+
+    /// Marks the running task as the connection's handler (`task` its address), or, with 0, that
+    /// it has ended: its reads wait without a cancellation handler of their own.
+    ///
+    /// Only for a task that nothing but the server cancels, and only then through
+    /// ``coveredTaskCancelled()``: a standalone handler task (no one holds it) or a child of
+    /// `serveForever()`. Cleared before the task ends, as a later task may get its address.
+    func cover(_ task: UInt) {
+        state.withLock { $0.coveredTask = task }
+    }
+
+    /// The server cancelled the handler task: its waiting read ends with `CancellationError`, as
+    /// do its later reads that would wait.
+    func coveredTaskCancelled() {
+        state.withLock { state -> UnsafeContinuation<Void, any Error>? in
+            state.coveredCancelled = true
+            return state.waiterCovered ? state.waiters.remove(0) : nil
+        }?.resume(throwing: CancellationError())
     }
 }
 

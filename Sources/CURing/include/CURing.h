@@ -98,6 +98,12 @@ void curing_set_thread_name(const char *name);
 /// errno as a plain function: Swift's Glibc errno accessor is not usable from every context.
 int curing_errno(void);
 
+// The running Swift task's address, unretained (NULL outside a task), for identity comparisons
+// only, and whether that task is cancelled; without the retain and release Swift's
+// withUnsafeCurrentTask costs. Swift code may not name the runtime's entry points, so C calls them.
+const void *curing_current_task(void);
+bool curing_current_task_is_cancelled(void);
+
 /// CPUs in the calling thread's affinity mask (sched_getaffinity), or -1 with errno set. A C
 /// helper because CPU_COUNT is a macro over a mask whose size the kernel may exceed.
 int curing_affinity_cpu_count(void);

@@ -1,0 +1,122 @@
+import Testing
+import UringStreams
+
+/// A connection's handler task reads without a cancellation handler per waiting read: the server
+/// wakes those reads when it cancels the task (`StreamReader.cover`). Cancelling must still end
+/// the handler's waiting read, and must not end reads other tasks are waiting in.
+@Suite(.timeLimit(.minutes(1)))
+struct HandlerCancellationTests {
+    /// Cancelling `serveForever()` cancels its child handlers, whose waiting reads end; later
+    /// reads that would wait end at once.
+    @Test func cancellingServeForeverEndsAHandlersWaitingRead() async throws {
+        try await withDeadline {
+            let readers = Mailbox<StreamReader>()
+            let outcomes = Mailbox<String>()
+            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
+                readers.send(reader)
+                outcomes.send(await outcome { try await reader.read(10) })
+                outcomes.send(await outcome { try await reader.read(10) })
+                writer.close()
+            }
+            let port = try #require(server.addresses.first).port
+            let serving = Task { try await server.serveForever() }
+            try #require(try await eventually { server.isCollectingHandlers })
+            let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
+            let reader = await readers.receive()
+            try #require(try await eventually { reader.waitingRead.isWaiting })
+            serving.cancel()
+            #expect(await outcomes.receive() == "cancelled")
+            #expect(await outcomes.receive() == "cancelled")
+            await #expect(throws: CancellationError.self) { try await serving.value }
+            client.close()
+            await server.waitClosed()
+        }
+    }
+
+    /// A handler may cancel its own task; its reads that would wait then end.
+    @Test func aHandlerThatCancelsItselfReadsNothingThatWaits() async throws {
+        try await withDeadline {
+            let outcomes = Mailbox<String>()
+            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
+                withUnsafeCurrentTask { $0?.cancel() }
+                outcomes.send(await outcome { try await reader.read(10) })
+                writer.close()
+            }
+            let port = try #require(server.addresses.first).port
+            let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
+            #expect(await outcomes.receive() == "cancelled")
+            client.close()
+            server.close()
+            await server.waitClosed()
+        }
+    }
+
+    /// A task the handler starts is not cancelled with it: its read goes on waiting for data.
+    @Test func aTaskTheHandlerStartsKeepsReadingWhenServeForeverIsCancelled() async throws {
+        try await withDeadline {
+            let readers = Mailbox<StreamReader>()
+            let outcomes = Mailbox<String>()
+            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
+                let other = Task { outcomes.send(await outcome { try await reader.read(10) }) }
+                readers.send(reader)
+                // The handler itself waits elsewhere, cancellably.
+                try? await Task.sleep(for: .seconds(60))
+                await other.value
+                writer.close()
+            }
+            let port = try #require(server.addresses.first).port
+            let serving = Task { try await server.serveForever() }
+            try #require(try await eventually { server.isCollectingHandlers })
+            let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
+            let reader = await readers.receive()
+            try #require(try await eventually { reader.waitingRead.isWaiting })
+            serving.cancel()
+            try await settle(20)
+            client.write(utf8("data"))
+            #expect(await outcomes.receive() == "data")
+            await #expect(throws: CancellationError.self) { try await serving.value }
+            client.close()
+            await server.waitClosed()
+        }
+    }
+
+    /// A child task's read has its own cancellation handler: cancelling the child alone ends it,
+    /// and the handler then reads on.
+    @Test func aChildTasksReadIsCancelledOnItsOwn() async throws {
+        try await withDeadline {
+            let readers = Mailbox<StreamReader>()
+            let outcomes = Mailbox<String>()
+            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
+                readers.send(reader)
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { outcomes.send(await outcome { try await reader.read(10) }) }
+                    _ = try? await eventually { reader.waitingRead.isWaiting }
+                    group.cancelAll()
+                }
+                outcomes.send(await outcome { try await reader.read(10) })
+                writer.close()
+            }
+            let port = try #require(server.addresses.first).port
+            let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
+            let reader = await readers.receive()
+            #expect(await outcomes.receive() == "cancelled")
+            try #require(try await eventually { reader.waitingRead.isWaiting })
+            client.write(utf8("next"))
+            #expect(await outcomes.receive() == "next")
+            client.close()
+            server.close()
+            await server.waitClosed()
+        }
+    }
+}
+
+/// The text a read returned, or "cancelled" / the error it threw.
+private func outcome(_ read: () async throws -> Bytes) async -> String {
+    do {
+        return text(try await read())
+    } catch is CancellationError {
+        return "cancelled"
+    } catch {
+        return "\(error)"
+    }
+}
