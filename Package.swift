@@ -92,13 +92,19 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/Examples/service-echo-server", swiftSettings: strictSwift),
+        // The test targets' spawns of child processes, counted in one place (see its file).
+        .target(name: "TestChildProcesses", path: "Tests/TestChildProcesses", swiftSettings: strictSwift),
         .testTarget(
             name: "UringRuntimeTests",
-            dependencies: ["UringRuntime", "UringRing", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "UringRuntime", "UringRing", "TestChildProcesses", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "UringStreamsTests",
-            dependencies: ["UringStreams", "UringRuntime", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "UringStreams", "UringRuntime", "TestChildProcesses", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "UringStreamsEcosystemTests",

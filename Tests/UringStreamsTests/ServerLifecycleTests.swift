@@ -1,3 +1,4 @@
+import TestChildProcesses
 import Glibc
 import Synchronization
 import Testing

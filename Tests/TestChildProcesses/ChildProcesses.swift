@@ -7,37 +7,40 @@ import Synchronization
 /// exec'd (with a process spawning `/bin/true` in a loop beside it, 45 of 5,000 servers' ports
 /// were still in use right after `waitClosed()`; none without it). A test that checks a port was
 /// freed asks whether a start overlapped the check.
-enum ChildProcesses {
+///
+/// A module of its own, shared by the test targets: they run in one process, so a spawn in any of
+/// them can hold a port another checks.
+public enum ChildProcesses {
     private static let begun = Atomic<Int>(0)
     private static let finished = Atomic<Int>(0)
 
     /// `process.run()`, counted. It returns once the child has exec'd: Foundation spawns with
     /// `posix_spawn`, which waits for that.
-    static func run(_ process: Process) throws {
+    public static func run(_ process: Process) throws {
         begun.add(1, ordering: .sequentiallyConsistent)
         defer { finished.add(1, ordering: .sequentiallyConsistent) }
         try process.run()
     }
 
     /// The starts counted at one moment.
-    struct Mark {
+    public struct Mark: Sendable {
         fileprivate let begun: Int
         fileprivate let finished: Int
     }
 
-    static func mark() -> Mark {
+    public static func mark() -> Mark {
         // `finished` first: a start that ends between the two loads still counts as in progress.
         let finished = finished.load(ordering: .sequentiallyConsistent)
         return Mark(begun: begun.load(ordering: .sequentiallyConsistent), finished: finished)
     }
 
     /// Whether a child was being started at `mark`, or one began since.
-    static func startedAround(_ mark: Mark) -> Bool {
+    public static func startedAround(_ mark: Mark) -> Bool {
         mark.begun > mark.finished || begun.load(ordering: .sequentiallyConsistent) > mark.begun
     }
 
     /// Waits until every start begun so far has exec'd its child.
-    static func waitForStarts() async throws {
+    public static func waitForStarts() async throws {
         let target = begun.load(ordering: .sequentiallyConsistent)
         while finished.load(ordering: .sequentiallyConsistent) < target {
             try await Task.sleep(for: .milliseconds(1))
