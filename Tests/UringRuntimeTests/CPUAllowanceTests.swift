@@ -1,6 +1,6 @@
-import TestChildProcesses
 import Foundation
 import Glibc
+import TestChildProcesses
 import Testing
 
 @testable import UringRing

@@ -3,9 +3,9 @@
 // for bad input. Hosts are numeric or `localhost` from /etc/hosts, so no DNS is involved (except
 // in the unknown-host case, which only needs the resolver to fail).
 
-import TestChildProcesses
 import Foundation
 import Glibc
+import TestChildProcesses
 import Testing
 import UringStreams
 

@@ -1,6 +1,6 @@
-import TestChildProcesses
 import Glibc
 import Synchronization
+import TestChildProcesses
 import Testing
 import UringStreams
 

@@ -2,9 +2,9 @@
 // `openssl` command (nothing private is committed), and peers nobody here wrote: Python's `ssl`
 // and `asyncio`, and `openssl s_server` / `s_client`, run as child processes.
 
-import TestChildProcesses
 import Foundation
 import Glibc
+import TestChildProcesses
 import Testing
 import UringStreams
 
