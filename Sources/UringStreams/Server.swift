@@ -13,7 +13,9 @@ import Synchronization
 /// While a task is in ``serveForever()``, each `clientConnected` runs as a child task of it (in a
 /// discarding task group), so cancelling that task reaches the handlers and they see its
 /// task-local values; otherwise (as asyncio, where `start_server` serves at once) a handler is a
-/// task of its own on the connection's loop.
+/// task of its own on the connection's loop. A handler's task is cancelled that way or by the
+/// handler itself; cancelling it from another task through an `UnsafeCurrentTask` the handler
+/// leaked is not supported (its waiting read would not notice).
 public final class Server: Sendable {
     public typealias ClientConnected = @Sendable (StreamReader, StreamWriter) async -> Void
 
@@ -238,6 +240,8 @@ public final class Server: Sendable {
     }
 
     private func collectHandlersInGroup(cancelled: inout Bool) async {
+        // Every child has ended once the group returns: give back the registry's peak capacity.
+        defer { state.withLock { $0.childHandlerReaders = [:] } }
         await withDiscardingTaskGroup { group in
             while true {
                 var batch: [PendingHandler] = []

@@ -33,6 +33,8 @@ public final class StreamReader: Sendable {
         var waiterCovered = false
         /// Feeds that woke a waiting read, for tests of the wake-up policy.
         var feedWakeups = 0
+        /// Waits of the handler task's reads (``waitCoveredForChange(since:)``), for tests.
+        var coveredWaits = 0
         var paused = false
         /// Strong: a weak reference would give every transport a side table and slow down each
         /// of its retains. The cycle through the transport's delegate ends when the connection is
@@ -157,6 +159,12 @@ public final class StreamReader: Sendable {
     /// policy.
     package var waitingRead: (isWaiting: Bool, feedWakeups: Int) {
         state.withLock { (!$0.waiters.isEmpty, $0.feedWakeups) }
+    }
+
+    /// How many reads of the connection's handler task waited without a cancellation handler of
+    /// their own, for tests that the handler's reads take that path.
+    package var coveredWaits: Int {
+        state.withLock { $0.coveredWaits }
     }
 
     // MARK: Reading
@@ -403,8 +411,14 @@ public final class StreamReader: Sendable {
     /// per wait, adding and removing a cancellation record, the runtime's executor checks around
     /// `withTaskCancellationHandler`, and the retain `Task.isCancelled` costs (docs/benchmarks.md).
     ///
-    /// The continuation inherits the caller's executor: the standard one hops to it first, a
-    /// `swift_task_switch` (and a status-record lock) per wait.
+    /// `_unsafeInheritExecutor_withUnsafeThrowingContinuation` because the standard one first
+    /// hops to the caller's isolation, where this already runs: a `swift_task_switch` (and a
+    /// status-record lock) per wait. The task resumes where the resumer enqueues it (the loop, its
+    /// executor preference), and the hop after the continuation returns to the caller's isolation
+    /// as with the standard one.
+    ///
+    /// Should Swift gain cancellation shields, a shielded read must not take this path: the server
+    /// wakes covered reads regardless.
     @inline(never)
     nonisolated(nonsending) private func waitCoveredForChange(since seen: Int) async throws {
         try await _unsafeInheritExecutor_withUnsafeThrowingContinuation { continuation in
@@ -422,6 +436,7 @@ public final class StreamReader: Sendable {
             if state.changes != seen { return .changed }
             state.waiters.add(continuation, id: 0)
             state.waiterCovered = true
+            state.coveredWaits &+= 1
             return .wait
         }
         switch outcome {

@@ -24,6 +24,8 @@ struct HandlerCancellationTests {
             let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
             let reader = await readers.receive()
             try #require(try await eventually { reader.waitingRead.isWaiting })
+            // The handler's read waits without a cancellation handler of its own.
+            #expect(reader.coveredWaits == 1)
             serving.cancel()
             #expect(await outcomes.receive() == "cancelled")
             #expect(await outcomes.receive() == "cancelled")
@@ -70,8 +72,8 @@ struct HandlerCancellationTests {
             let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
             let reader = await readers.receive()
             try #require(try await eventually { reader.waitingRead.isWaiting })
+            #expect(reader.coveredWaits == 0)
             serving.cancel()
-            try await settle(20)
             client.write(utf8("data"))
             #expect(await outcomes.receive() == "data")
             await #expect(throws: CancellationError.self) { try await serving.value }
@@ -90,7 +92,8 @@ struct HandlerCancellationTests {
                 readers.send(reader)
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask { outcomes.send(await outcome { try await reader.read(10) }) }
-                    _ = try? await eventually { reader.waitingRead.isWaiting }
+                    let waiting = (try? await eventually { reader.waitingRead.isWaiting }) ?? false
+                    outcomes.send(waiting ? "child waits" : "child never waited")
                     group.cancelAll()
                 }
                 outcomes.send(await outcome { try await reader.read(10) })
@@ -99,8 +102,11 @@ struct HandlerCancellationTests {
             let port = try #require(server.addresses.first).port
             let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
             let reader = await readers.receive()
+            #expect(await outcomes.receive() == "child waits")
             #expect(await outcomes.receive() == "cancelled")
             try #require(try await eventually { reader.waitingRead.isWaiting })
+            // Only the handler's own read waited without a cancellation handler.
+            #expect(reader.coveredWaits == 1)
             client.write(utf8("next"))
             #expect(await outcomes.receive() == "next")
             client.close()
