@@ -10,28 +10,19 @@ struct HandlerCancellationTests {
     /// reads that would wait end at once.
     @Test func cancellingServeForeverEndsAHandlersWaitingRead() async throws {
         try await withDeadline {
-            let readers = Mailbox<StreamReader>()
             let outcomes = Mailbox<String>()
-            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
-                readers.send(reader)
+            let connection = try await HandlerUnderTest.start(servingForever: true) { reader, writer in
                 outcomes.send(await outcome { try await reader.read(10) })
                 outcomes.send(await outcome { try await reader.read(10) })
                 writer.close()
             }
-            let port = try #require(server.addresses.first).port
-            let serving = Task { try await server.serveForever() }
-            try #require(try await eventually { server.isCollectingHandlers })
-            let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
-            let reader = await readers.receive()
-            try #require(try await eventually { reader.waitingRead.isWaiting })
             // The handler's read waits without a cancellation handler of its own.
-            #expect(reader.coveredWaits == 1)
-            serving.cancel()
+            #expect(connection.reader.coveredWaits == 1)
+            connection.serving?.cancel()
             #expect(await outcomes.receive() == "cancelled")
             #expect(await outcomes.receive() == "cancelled")
-            await #expect(throws: CancellationError.self) { try await serving.value }
-            client.close()
-            await server.waitClosed()
+            await #expect(throws: CancellationError.self) { try await connection.serving?.value }
+            await connection.finish()
         }
     }
 
@@ -56,29 +47,20 @@ struct HandlerCancellationTests {
     /// A task the handler starts is not cancelled with it: its read goes on waiting for data.
     @Test func aTaskTheHandlerStartsKeepsReadingWhenServeForeverIsCancelled() async throws {
         try await withDeadline {
-            let readers = Mailbox<StreamReader>()
             let outcomes = Mailbox<String>()
-            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
+            let connection = try await HandlerUnderTest.start(servingForever: true) { reader, writer in
                 let other = Task { outcomes.send(await outcome { try await reader.read(10) }) }
-                readers.send(reader)
                 // The handler itself waits elsewhere, cancellably.
                 try? await Task.sleep(for: .seconds(60))
                 await other.value
                 writer.close()
             }
-            let port = try #require(server.addresses.first).port
-            let serving = Task { try await server.serveForever() }
-            try #require(try await eventually { server.isCollectingHandlers })
-            let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
-            let reader = await readers.receive()
-            try #require(try await eventually { reader.waitingRead.isWaiting })
-            #expect(reader.coveredWaits == 0)
-            serving.cancel()
-            client.write(utf8("data"))
+            #expect(connection.reader.coveredWaits == 0)
+            connection.serving?.cancel()
+            connection.client.write(utf8("data"))
             #expect(await outcomes.receive() == "data")
-            await #expect(throws: CancellationError.self) { try await serving.value }
-            client.close()
-            await server.waitClosed()
+            await #expect(throws: CancellationError.self) { try await connection.serving?.value }
+            await connection.finish()
         }
     }
 
@@ -86,10 +68,8 @@ struct HandlerCancellationTests {
     /// and the handler then reads on.
     @Test func aChildTasksReadIsCancelledOnItsOwn() async throws {
         try await withDeadline {
-            let readers = Mailbox<StreamReader>()
             let outcomes = Mailbox<String>()
-            let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
-                readers.send(reader)
+            let connection = try await HandlerUnderTest.start(servingForever: false) { reader, writer in
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask { outcomes.send(await outcome { try await reader.read(10) }) }
                     let waiting = (try? await eventually { reader.waitingRead.isWaiting }) ?? false
@@ -99,20 +79,50 @@ struct HandlerCancellationTests {
                 outcomes.send(await outcome { try await reader.read(10) })
                 writer.close()
             }
-            let port = try #require(server.addresses.first).port
-            let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
-            let reader = await readers.receive()
+            let reader = connection.reader
             #expect(await outcomes.receive() == "child waits")
             #expect(await outcomes.receive() == "cancelled")
             try #require(try await eventually { reader.waitingRead.isWaiting })
             // Only the handler's own read waited without a cancellation handler.
             #expect(reader.coveredWaits == 1)
-            client.write(utf8("next"))
+            connection.client.write(utf8("next"))
             #expect(await outcomes.receive() == "next")
-            client.close()
-            server.close()
-            await server.waitClosed()
+            await connection.finish()
         }
+    }
+}
+
+/// A server with one client connection whose handler runs `handler`, and the test's side of it:
+/// the client's writer, the handler's reader once a read of it waits, and with `servingForever`
+/// the task in `serveForever()` (begun before the client connects, so the handler is its child).
+private struct HandlerUnderTest {
+    let server: Server
+    let serving: Task<Void, any Error>?
+    let client: StreamWriter
+    let reader: StreamReader
+
+    static func start(servingForever: Bool, _ handler: @escaping Server.ClientConnected) async throws -> Self {
+        let readers = Mailbox<StreamReader>()
+        let server = try await startServer(host: "127.0.0.1", port: 0) { reader, writer in
+            readers.send(reader)
+            await handler(reader, writer)
+        }
+        let port = try #require(server.addresses.first).port
+        var serving: Task<Void, any Error>?
+        if servingForever {
+            serving = Task { try await server.serveForever() }
+            try #require(try await eventually { server.isCollectingHandlers })
+        }
+        let (_, client) = try await openConnection(host: "127.0.0.1", port: port)
+        let reader = await readers.receive()
+        try #require(try await eventually { reader.waitingRead.isWaiting })
+        return HandlerUnderTest(server: server, serving: serving, client: client, reader: reader)
+    }
+
+    func finish() async {
+        client.close()
+        server.close()
+        await server.waitClosed()
     }
 }
 
