@@ -380,15 +380,18 @@ public final class StreamReader: Sendable {
     /// changes was `seen`), or the task is cancelled; on a feed that came between that attempt and
     /// this wait, returns at once.
     ///
-    /// Written out rather than through `Locked.wait`: an idle connection's handler task sleeps
-    /// here, and the shared primitive's deeper frames cost each such task another 1 KiB slab
-    /// (idle RSS per connection 3.7 -> 4.8 KiB, measured with `compare --scenarios idle-1000`).
+    /// The wait of every task but a server's handler (``waitCoveredForChange(since:)``): clients,
+    /// and tasks a handler starts. Written out rather than through `Locked.wait`: a client's idle
+    /// task sleeps here, and the shared primitive's deeper frames cost each such task another
+    /// 1 KiB slab (handler tasks measured 3.7 -> 4.8 KiB per idle connection when they waited
+    /// here, `compare --scenarios idle-1000`). `CurrentTask.isCancelled` rather than
+    /// `Task.isCancelled`: a retain and a release fewer per wait.
     nonisolated(nonsending) private func waitForChange(since seen: Int) async throws {
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                 enum Outcome { case wait, changed, cancelled }
                 let outcome = state.withLock { state -> Outcome in
-                    if Task.isCancelled { return .cancelled }
+                    if CurrentTask.isCancelled { return .cancelled }
                     if state.changes != seen { return .changed }
                     state.waiters.add(continuation, id: 0)
                     state.waiterCovered = false

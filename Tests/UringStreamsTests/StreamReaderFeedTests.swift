@@ -691,6 +691,23 @@ struct StreamReaderFeedTests {
         }
     }
 
+    /// The task is cancelled before the read: its cancellation handler runs at once, before the
+    /// read waits, so the wait itself must see the task's flag.
+    @Test func aCancelledTasksReadThatWouldWaitThrowsAtOnce() async throws {
+        try await withDeadline {
+            let reader = StreamReader()
+            reader.feedData("abc".utf8)
+            let reading = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await reader.readLine()
+            }
+            await #expect(throws: CancellationError.self) { _ = try await reading.value }
+            reader.feedData("\n".utf8)
+            let line = try await reader.readLine()
+            #expect(text(line) == "abc\n")
+        }
+    }
+
     @Test func cancelledReadOnALoopConsumesNothing() async throws {
         try await withDeadline {
             try await onFreshLoop {

@@ -18,7 +18,7 @@ extension Locked {
                     } catch {
                         return .fail(error)
                     }
-                    if Task.isCancelled { return .fail(CancellationError()) }
+                    if CurrentTask.isCancelled { return .fail(CancellationError()) }
                     value[keyPath: list].add(continuation, id: id)
                     return .wait
                 }
