@@ -12,7 +12,25 @@ struct ReceiveBufferFairnessTests {
     @Test func connectionsOutnumberingReceiveBuffersAllMakeProgress() async throws {
         let connections = 96
         let measured = Duration.seconds(4)
-        let received = try await withDeadline(45) {
+        let progress = Progress()
+        let received: [Int]
+        do {
+            received = try await measure(connections, measured, progress)
+        } catch let error as DeadlineExceeded {
+            Issue.record("\(error) while \(progress.step); \(progress.connected) clients connected")
+            return
+        }
+        let starved = received.filter { $0 == 0 }.count
+        #expect(
+            starved == 0,
+            "\(starved) of \(connections) connections got nothing back in \(measured); the others \(received.reduce(0, +) / max(1, connections - starved)) bytes each on average"
+        )
+    }
+
+    private func measure(
+        _ connections: Int, _ measured: Duration, _ progress: Progress
+    ) async throws -> [Int] {
+        try await withDeadline(45) {
             var configuration = EventLoop.Configuration()
             configuration.receiveBufferCount = 8
             configuration.receiveBufferSize = 4_096
@@ -41,6 +59,7 @@ struct ReceiveBufferFairnessTests {
                     for index in 0..<connections {
                         tasks.addTask {
                             let (reader, writer) = try await openConnection(host: "127.0.0.1", port: port)
+                            progress.clientConnected()
                             // Aborting ends a drain or read that cancellation alone would not.
                             try await withTaskCancellationHandler {
                                 try await withThrowingTaskGroup(of: Void.self) { pair in
@@ -69,24 +88,37 @@ struct ReceiveBufferFairnessTests {
                     try await tasks.waitForAll()
                 }
             }
+            progress.step = "measuring"
             // Every connection has been sending for most of this time.
             try await Task.sleep(for: measured)
             let snapshot = counts.snapshot
+            progress.step = "waiting for the cancelled clients"
             clients.cancel()
             // The clients end with the errors their aborts cause.
             _ = await clients.result
+            progress.step = "waiting for the server to close"
             server.close()
             await server.waitClosed()
+            progress.step = "shutting the groups down"
             try await serverGroup.shutdown()
             try await clientGroup.shutdown()
             return snapshot
         }
-        let starved = received.filter { $0 == 0 }.count
-        #expect(
-            starved == 0,
-            "\(starved) of \(connections) connections got nothing back in \(measured); the others \(received.reduce(0, +) / max(1, connections - starved)) bytes each on average"
-        )
     }
+}
+
+/// Where the test's body is, so a deadline failure says which step never finished.
+private final class Progress: Sendable {
+    private let state = Mutex((step: "connecting the clients", connected: 0))
+
+    var step: String {
+        get { state.withLock { $0.step } }
+        set { state.withLock { $0.step = newValue } }
+    }
+
+    var connected: Int { state.withLock { $0.connected } }
+
+    func clientConnected() { state.withLock { $0.connected += 1 } }
 }
 
 /// Bytes received per connection, from any task.
