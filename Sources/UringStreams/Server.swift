@@ -43,8 +43,6 @@ public final class Server: Sendable {
         /// cancelled: their reads wait without cancellation handlers of their own
         /// (``StreamReader/cover(_:)``).
         var childHandlerReaders: [ObjectIdentifier: StreamReader] = [:]
-        /// The serveForever task was cancelled: handlers it starts from now on are too.
-        var childHandlersCancelled = false
 
         /// Closed, with no listening socket and no connection left.
         var isIdleAfterClose: Bool { closed && openListeners == 0 && connections.isEmpty }
@@ -199,7 +197,6 @@ public final class Server: Sendable {
             if state.closed { throw StreamError.serverClosed }
             if state.servingForever { throw StreamError.alreadyServing }
             state.servingForever = true
-            state.childHandlersCancelled = false
         }
         defer { state.withLock { $0.servingForever = false } }
         // Collecting before listening: every connection a client can make once the server listens
@@ -282,14 +279,11 @@ public final class Server: Sendable {
         }
     }
 
-    /// A child handler with `reader` starts; one started after serveForever was cancelled is
-    /// cancelled too.
+    /// A child handler with `reader` starts. Registered before its task is added: a cancellation
+    /// whose snapshot misses it came after the task's flag was set, so the child starts cancelled,
+    /// and its reads see that flag.
     private func childHandlerStarts(_ reader: StreamReader) {
-        let cancelled = state.withLock { state in
-            if !state.childHandlersCancelled { state.childHandlerReaders[ObjectIdentifier(reader)] = reader }
-            return state.childHandlersCancelled
-        }
-        if cancelled { reader.coveredTaskCancelled() }
+        state.withLock { $0.childHandlerReaders[ObjectIdentifier(reader)] = reader }
     }
 
     private func childHandlerEnded(_ reader: StreamReader) {
@@ -298,10 +292,7 @@ public final class Server: Sendable {
 
     /// serveForever's task was cancelled, and with it its children: their waiting reads end.
     private func cancelChildHandlers() {
-        let readers = state.withLock { state in
-            state.childHandlersCancelled = true
-            return Array(state.childHandlerReaders.values)
-        }
+        let readers = state.withLock { Array($0.childHandlerReaders.values) }
         for reader in readers { reader.coveredTaskCancelled() }
     }
 
