@@ -60,10 +60,22 @@ struct LoggingTests {
         #expect(settings.last?.hasPrefix("URINGSTREAMS_RING_ENTRIES=lots ignored") == true)
     }
 
+    /// `NAME= command` is how a shell clears a variable for one command: an empty value is the
+    /// default, with nothing logged.
+    @Test func emptyEnvironmentValuesCountAsUnset() {
+        let configuration = EventLoop.Configuration(environment: { $0.hasPrefix("URINGSTREAMS_") ? "" : nil })
+        let defaults = EventLoop.Configuration(environment: { _ in nil })
+        #expect(configuration.rejectedEnvironment.isEmpty)
+        #expect(configuration.backend == defaults.backend)
+        #expect(configuration.receiveBufferCount == defaults.receiveBufferCount)
+        #expect(configuration.ringEntries == defaults.ringEntries)
+    }
+
     @Test func aRingThatCannotBeMadeIsAWarningAndLoopsLogStartAndStopAtDebug() async throws {
         let recorder = RecordingLogHandler()
+        // Not the process's environment: a URINGSTREAMS_* value there could add a warning.
         let group = EventLoopGroup(
-            loopCount: 1, configuration: .init(),
+            loopCount: 1, configuration: .init(environment: { _ in nil }),
             makeRing: { () throws(RingError) -> any RingBackend in throw RingError.unavailable(reason: "not here") },
             logger: recorder.logger())
         let loop = group.next()
@@ -76,6 +88,7 @@ struct LoggingTests {
         #expect(recorder.entries.contains { $0.message == "event loop stopped" && $0.level == .debug })
         // Nothing at info or above apart from the warning: a disabled-by-default logger is the
         // default, but an enabled one must stay quiet in normal operation too.
-        #expect(recorder.entries.filter { $0.level > .debug }.count == 1)
+        let loud = recorder.entries.filter { $0.level > .debug }
+        #expect(loud.count == 1, "above debug: \(loud.map { "\($0.level) \($0.message) \($0.metadata)" })")
     }
 }

@@ -6,7 +6,8 @@ extension EventLoop {
     ///
     /// The defaults come from the sweeps in `docs/benchmarks.md`. Each can be overridden with an
     /// environment variable (read when the value is created), so benchmarks and deployments can tune
-    /// a program without rebuilding it.
+    /// a program without rebuilding it. An empty variable counts as unset; a value that does not
+    /// parse is ignored with a warning in the log.
     public struct Configuration: Sendable {
         /// Submission queue entries (`URINGSTREAMS_RING_ENTRIES`); the completion queue gets 8 times
         /// as many. Brought into 1...32768.
@@ -60,8 +61,10 @@ extension EventLoop {
         }
 
         /// The defaults with the overrides `environment` gives (a variable's value by name), so
-        /// tests need not change the process's environment under other threads.
-        init(environment: (String) -> String?) {
+        /// tests need not change the process's environment under other threads. An empty value
+        /// counts as unset: `NAME= command` is how a shell clears a variable for one command.
+        init(environment variable: (String) -> String?) {
+            func environment(_ name: String) -> String? { variable(name).flatMap { $0.isEmpty ? nil : $0 } }
             let countIsValid = { (count: Int) in count > 0 && count <= 32768 && count & (count - 1) == 0 }
             if let count = read(
                 environment, "URINGSTREAMS_RECEIVE_BUFFER_COUNT", "a power of two in 1...32768", countIsValid)
