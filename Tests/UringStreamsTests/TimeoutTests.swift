@@ -130,24 +130,31 @@ struct TimeoutTests {
                 }
             }
             let port = try #require(server.addresses.first).port
-            let peer = try await onThread { try RawSocket.connectTCP(port: port) }
-            defer { RawSocket.close(peer) }
             // Activity every 100 ms keeps it open past the timeout (with room for a loaded machine's
-            // stalls between two pings)... The pings run on a thread of their own: from a task, a
-            // busy cooperative pool could hold the next ping back past the timeout, and the server
+            // stalls between two pings)... The connect and the pings run on one thread of their
+            // own: from a task, a busy cooperative pool could hold a ping back past the timeout
+            // (the first one too, were the task to resume late after connecting), and the server
             // would then rightly see an idle connection.
-            let started = ContinuousClock.now
-            let echoTimes = try await onThread { () throws -> [ContinuousClock.Instant] in
+            let (peer, started, echoTimes) = try await onThread {
+                () throws -> (Int32, ContinuousClock.Instant, [ContinuousClock.Instant]) in
+                let peer = try RawSocket.connectTCP(port: port)
+                let started = ContinuousClock.now
                 var times: [ContinuousClock.Instant] = []
-                for _ in 0..<22 {
-                    try RawSocket.writeAll(peer, utf8("ping\n"))
-                    let echoed = try RawSocket.readExactly(peer, count: 5)
-                    guard text(echoed) == "ping\n" else { break }
-                    times.append(.now)
-                    usleep(100_000)
+                do {
+                    for _ in 0..<22 {
+                        try RawSocket.writeAll(peer, utf8("ping\n"))
+                        let echoed = try RawSocket.readExactly(peer, count: 5)
+                        guard text(echoed) == "ping\n" else { break }
+                        times.append(.now)
+                        usleep(100_000)
+                    }
+                } catch {
+                    RawSocket.close(peer)
+                    throw error
                 }
-                return times
+                return (peer, started, times)
             }
+            defer { RawSocket.close(peer) }
             #expect(echoTimes.count == 22, "echoes at \(echoTimes.map { $0 - started })")
             let lastEcho = echoTimes.last ?? started
             #expect(ContinuousClock.now - started > .seconds(2))
